@@ -1,0 +1,1 @@
+"""Datasets and loaders (tonic adapters, in-memory binned datasets, time-first collation)."""

@@ -1,0 +1,8 @@
+"""Neuron models: pure step functions (``lif``) and thin module shells (``modules``)."""
+
+from spike.neurons.lif import LIFDiscrete, LIFParams, LIFState, discretize, lif_step
+from spike.neurons.modules import IF, LI, LIF, NeuronOutput
+from spike.neurons.scan import scan
+
+__all__ = ["LIF", "IF", "LI", "NeuronOutput", "LIFParams", "LIFDiscrete", "LIFState", "discretize",
+           "lif_step", "scan"]

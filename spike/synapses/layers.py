@@ -1,0 +1,113 @@
+"""Stateless layers lifted over time by folding ``T`` into the batch: ``[T, B, ...] -> [T*B, ...]``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from spike.neurons.scan import check_sequence
+
+__all__ = ["TimeDistributed", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "AvgPool2d", "MaxPool2d",
+           "Flatten", "SharedDropout"]
+
+
+def fold(x: Tensor) -> Tensor:
+    """``[T, B, ...] -> [T*B, ...]``."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])  # [T*B, ...]
+
+
+def unfold(y: Tensor, t: int) -> Tensor:
+    """``[T*B, ...] -> [T, B, ...]``."""
+    return y.reshape(t, y.shape[0] // t, *y.shape[1:])  # [T, B, ...]
+
+
+class _Folded:
+    """Mixin: run the wrapped per-sample op on ``[T*B, ...]`` and restore ``[T, B, ...]``."""
+
+    _min_dim = 3
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        check_sequence(x, type(self).__name__ + " input", self._min_dim)
+        return unfold(super().forward(fold(x)), x.shape[0])  # type: ignore[misc]
+
+
+class TimeDistributed(nn.Module):
+    """Apply any per-sample module to every time step of ``[T, B, ...]`` in one call."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_sequence(x, "TimeDistributed input")
+        return unfold(self.module(fold(x)), x.shape[0])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` over ``[T, B, F_in] -> [T, B, F_out]`` (one matmul for all steps)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_sequence(x, "Linear input")
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear expects [T, B, {self.in_features}], got {tuple(x.shape)}")
+        return super().forward(x)
+
+
+class Conv2d(_Folded, nn.Conv2d):
+    """``nn.Conv2d`` over ``[T, B, C, H, W]``."""
+
+    _min_dim = 5
+
+
+class BatchNorm1d(_Folded, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` over ``[T, B, C]``: statistics over time and batch together."""
+
+
+class BatchNorm2d(_Folded, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` over ``[T, B, C, H, W]``."""
+
+    _min_dim = 5
+
+
+class AvgPool2d(_Folded, nn.AvgPool2d):
+    """``nn.AvgPool2d`` over ``[T, B, C, H, W]``."""
+
+    _min_dim = 5
+
+
+class MaxPool2d(_Folded, nn.MaxPool2d):
+    """``nn.MaxPool2d`` over ``[T, B, C, H, W]``."""
+
+    _min_dim = 5
+
+
+class Flatten(nn.Module):
+    """``[T, B, d1, d2, ...] -> [T, B, d1*d2*...]``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_sequence(x, "Flatten input")
+        return x.flatten(2)  # [T, B, F]
+
+
+class SharedDropout(nn.Module):
+    """Dropout with one mask per sample shared by all time steps (a dropped unit stays silent).
+
+    Args:
+        p: drop probability.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout p must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_sequence(x, "SharedDropout input", 2)
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x[0]).bernoulli_(1.0 - self.p)  # [B, ...], same mask for every t
+        return x * (keep / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

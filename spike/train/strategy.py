@@ -1,0 +1,52 @@
+"""Training strategies: how one batch turns into parameter updates.
+
+A strategy is any object with ``name`` and
+``train_step(model, x, y, loss_fn, optimizer, grad_clip) -> StepResult``; the :class:`~spike.train.Trainer`
+owns everything else (epochs, evaluation, logging, checkpoints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Protocol
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["StepResult", "Strategy", "BPTT", "model_output"]
+
+
+class StepResult(NamedTuple):
+    loss: float
+    out: Tensor  # [T, B, C] output sequence (detached), for accuracy
+
+
+class Strategy(Protocol):
+    name: str
+
+    def train_step(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                   optimizer: torch.optim.Optimizer, grad_clip: float) -> StepResult: ...
+
+
+def model_output(result) -> Tensor:
+    """The ``[T, B, C]`` output of a model call (``SeqOutput.out``, ``NeuronOutput.spikes`` or a tensor)."""
+    if isinstance(result, Tensor):
+        return result
+    return result[0]
+
+
+@dataclass(frozen=True)
+class BPTT:
+    """Back-propagation through time: one forward over all T steps, one backward through the graph."""
+
+    name: str = "bptt"
+
+    def train_step(self, model, x, y, loss_fn, optimizer, grad_clip):
+        optimizer.zero_grad(set_to_none=True)
+        out = model_output(model(x))
+        loss = loss_fn(out, y)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return StepResult(float(loss.detach()), out.detach())

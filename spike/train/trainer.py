@@ -1,0 +1,283 @@
+"""The trainer: a visible loop over epochs with evaluation, CSV/TensorBoard logs, atomic checkpoints
+and exact resume.
+
+Determinism: at the start of epoch ``e`` the global torch RNG and the train loader's generator are
+seeded from ``(seed, e)``, so a run resumed from the checkpoint of epoch ``e`` replays epoch ``e+1``
+exactly as the uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from spike.train.losses import accuracy_count
+from spike.train.strategy import BPTT, Strategy, model_output
+
+__all__ = ["Trainer", "seed_everything", "save_checkpoint", "load_checkpoint", "CheckpointError",
+           "atomic_write_text"]
+
+CHECKPOINT_FORMAT = "spike-checkpoint-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A missing, unreadable or incompatible checkpoint."""
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.backends.cudnn.is_available():
+            torch.backends.cudnn.benchmark = False
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and rename (never a half-written file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """``torch.save`` to ``path`` atomically (write ``path.tmp``, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; clear errors if missing or foreign."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupted / truncated / not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a spike checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+    return ckpt
+
+
+class Trainer:
+    """Train a model with a strategy (BPTT by default) and record everything needed to resume.
+
+    Args:
+        model: returns the ``[T, B, C]`` output sequence (or a NamedTuple whose first field is it).
+        optimizer: a torch optimizer over ``model``'s parameters.
+        loss_fn: ``loss_fn(out [T, B, C], y [B]) -> scalar``.
+        loss_name: the loss's name, for accuracy (see :func:`spike.train.losses.scores`).
+        scheduler: optional LR scheduler, stepped every epoch (or every batch if ``scheduler_interval="batch"``).
+        strategy: a :class:`~spike.train.strategy.Strategy` (default :class:`~spike.train.strategy.BPTT`).
+        out_dir: run folder for ``metrics.csv``, checkpoints and plots.
+        epochs, seed, grad_clip, progress: as named.
+        callbacks: objects with any of ``on_epoch_start(trainer, epoch)``,
+            ``on_epoch_end(trainer, epoch, metrics)``, ``on_batch_end(trainer, step, result)``.
+        extra_state: JSON-able payload stored in checkpoints (config, dataset meta).
+        is_main: only the main process writes files (distributed training).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor], *, loss_name: str = "mean_membrane",
+                 scheduler: Any = None, scheduler_interval: str = "epoch", strategy: Strategy | None = None,
+                 out_dir: str | Path = "runs/run", epochs: int = 10, seed: int = 0, grad_clip: float = 0.0,
+                 device: str | torch.device = "cpu", progress: bool = True,
+                 callbacks: Iterable[Any] = (), checkpoint_every: int = 1,
+                 extra_state: dict | None = None, is_main: bool = True):
+        if scheduler_interval not in ("epoch", "batch"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'batch', got {scheduler_interval!r}")
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        self.model, self.optimizer, self.loss_fn, self.loss_name = model, optimizer, loss_fn, loss_name
+        self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
+        self.strategy = strategy or BPTT()
+        self.out_dir, self.epochs, self.seed = Path(out_dir), epochs, seed
+        self.grad_clip, self.device, self.progress = grad_clip, torch.device(device), progress
+        self.callbacks = tuple(callbacks)
+        self.checkpoint_every = checkpoint_every
+        self.extra_state = dict(extra_state or {})
+        self.is_main = is_main
+        self.history: list[dict[str, float]] = []
+        self.start_epoch = 0
+        self._tb = None
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def call(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every callback that defines it."""
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self, *args)
+
+    # -- loops -----------------------------------------------------------------------------------
+    def _to_device(self, batch) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _bar(self, it, total, desc):
+        if not (self.progress and self.is_main):
+            return it
+        from tqdm.auto import tqdm
+
+        return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)  # off without a TTY
+
+    def train_epoch(self, loader, epoch: int) -> dict[str, float]:
+        self.model.train()
+        total_loss, correct, n = 0.0, 0, 0
+        bar = self._bar(loader, len(loader) if hasattr(loader, "__len__") else None, f"epoch {epoch + 1}")
+        for step, batch in enumerate(bar):
+            x, y = self._to_device(batch)
+            res = self.strategy.train_step(self.model, x, y, self.loss_fn, self.optimizer, self.grad_clip)
+            if not math.isfinite(res.loss):
+                raise FloatingPointError(f"loss became {res.loss} at epoch {epoch + 1}, batch {step}")
+            if self.scheduler is not None and self.scheduler_interval == "batch":
+                self.scheduler.step()
+            b = y.shape[0]
+            total_loss += res.loss * b
+            correct += accuracy_count(self.loss_name, res.out, y)
+            n += b
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{res.loss:.3f}", acc=f"{correct / n:.3f}")
+            self.call("on_batch_end", step, res)
+        return {"train_loss": total_loss / max(n, 1), "train_accuracy": correct / max(n, 1)}
+
+    @torch.no_grad()
+    def evaluate(self, loader, prefix: str = "test") -> dict[str, float]:
+        """Loss and accuracy of the model on ``loader`` (eval mode, no gradients)."""
+        self.model.eval()
+        total_loss, correct, n = 0.0, 0, 0
+        for batch in loader:
+            x, y = self._to_device(batch)
+            out = model_output(self.model(x))
+            total_loss += float(self.loss_fn(out, y)) * y.shape[0]
+            correct += accuracy_count(self.loss_name, out, y)
+            n += y.shape[0]
+        return {f"{prefix}_loss": total_loss / max(n, 1), f"{prefix}_accuracy": correct / max(n, 1)}
+
+    def fit(self, train_loader, test_loader=None, resume: bool = False) -> dict[str, float]:
+        """Train for ``epochs`` epochs (continuing from ``out_dir/last.pt`` if ``resume``)."""
+        if resume:
+            self.resume(self.out_dir / "last.pt")
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        for epoch in range(self.start_epoch, self.epochs):
+            s = _epoch_seed(self.seed, epoch)
+            torch.manual_seed(s)
+            gen = getattr(train_loader, "generator", None)
+            if isinstance(gen, torch.Generator):
+                gen.manual_seed(s)
+            sampler = getattr(train_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            self.call("on_epoch_start", epoch)
+            t0 = time.perf_counter()
+            metrics: dict[str, float] = {"epoch": epoch + 1}
+            metrics.update(self.train_epoch(train_loader, epoch))
+            metrics["epoch_time_s"] = time.perf_counter() - t0
+            metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                self.scheduler.step()
+            if test_loader is not None:
+                metrics.update(self.evaluate(test_loader))
+            self.history.append(metrics)
+            self.call("on_epoch_end", epoch, metrics)
+            self.start_epoch = epoch + 1
+            if self.is_main:
+                self._log(metrics)
+                if self.progress:
+                    print(_summary(metrics, self.epochs), file=sys.stderr, flush=True)
+                if (epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == self.epochs:
+                    self.save(self.out_dir / "last.pt")
+        if self._tb is not None:
+            self._tb.close()
+        return dict(self.history[-1]) if self.history else {}
+
+    # -- logging and checkpoints ------------------------------------------------------------------
+    def _log(self, metrics: dict[str, float]) -> None:
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        tmp = self.out_dir / "metrics.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.history)
+        os.replace(tmp, self.out_dir / "metrics.csv")
+        try:
+            if self._tb is None:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+                self._tb = SummaryWriter(str(self.out_dir / "tb"))
+            for k, v in metrics.items():
+                if k != "epoch":
+                    self._tb.add_scalar(k, v, int(metrics["epoch"]))
+        except Exception:  # tensorboard not installed: the CSV is the record
+            self._tb = False  # type: ignore[assignment]
+        if self._tb is False:
+            self._tb = None
+
+    def state(self) -> dict:
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        return {
+            "epoch": self.start_epoch,
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "history": self.history,
+            "seed": self.seed,
+            "strategy": self.strategy.name,
+            **self.extra_state,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(path, self.state())
+
+    def resume(self, path: str | Path) -> None:
+        """Restore model, optimizer, scheduler and history from a checkpoint and continue after it."""
+        ckpt = load_checkpoint(path, map_location=self.device)
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.history = list(ckpt.get("history", []))
+        self.start_epoch = int(ckpt["epoch"])
+
+
+def _summary(m: dict, epochs: int) -> str:
+    parts = [f"epoch {int(m['epoch'])}/{epochs}"]
+    parts += [f"{k}={v:.4f}" for k, v in m.items() if k not in ("epoch", "lr", "epoch_time_s")]
+    parts += [f"lr={m['lr']:.2e}", f"{m['epoch_time_s']:.1f}s"]
+    return "  ".join(parts)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
