@@ -20,7 +20,7 @@ the spike resets the charged membrane at once, and the next step decays the rese
 
 With subtraction the two orders differ (immediate subtracts :math:`\beta v_\text{th}` from the next
 step, deferred subtracts :math:`v_\text{th}`); with ``to_value`` and :math:`v_\text{reset}=v_\text{rest}=0`
-they coincide.
+they give the same spikes (the recorded membrane still differs: reset value vs charged value).
 
 Peer mapping (tested to 1e-6 in ``tests/equivalence``):
 
