@@ -49,7 +49,9 @@ def plot_raster(layers: dict[str, np.ndarray], path: str | Path, dt: float = 1.0
     n = len(layers)
     fig, axes = plt.subplots(n, 1, figsize=(8, 1.6 + 1.4 * n), sharex=True, squeeze=False)
     for ax, (name, s) in zip(axes[:, 0], layers.items()):
-        s = np.asarray(s).reshape(s.shape[0], -1)[:, :max_neurons]  # [T, N]
+        s = np.asarray(s).reshape(s.shape[0], -1)  # [T, N]
+        if s.shape[1] > max_neurons:  # show the most active neurons, in index order
+            s = s[:, np.sort(np.argsort(-(s > 0).sum(0), kind="stable")[:max_neurons])]
         t_idx, n_idx = np.nonzero(s > 0)
         ax.scatter(t_idx * dt, n_idx, s=2, marker="|", color="k")
         ax.set_ylabel(f"{name}\nneuron")
