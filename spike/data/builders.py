@@ -7,6 +7,7 @@ Every builder returns a :class:`DataBundle` of two map-style datasets yielding `
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -15,7 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from spike.core.config import ConfigError, DataConfig
 
-__all__ = ["DataBundle", "FramesDataset", "DATASETS", "build_data", "make_loaders", "time_first_collate"]
+__all__ = ["DataBundle", "FramesDataset", "DATASETS", "build_data", "make_loaders", "time_first_collate",
+           "split_validation"]
 
 
 class FramesDataset(Dataset):
@@ -44,6 +46,7 @@ class DataBundle:
     name: str
     sensor_size: tuple[int, int, int] | None = None
     dt_us: float | None = None  # length of one time bin
+    val: Dataset | None = None  # a validation split fixed by the builder (official, or seeded and recorded)
 
 
 def time_first_collate(batch):
@@ -77,7 +80,66 @@ def _digits(cfg: DataConfig, seed: int) -> DataBundle:
                       sensor_size=d.sensor_size, dt_us=DURATION_US / t)
 
 
-DATASETS: dict[str, Callable[[DataConfig, int], DataBundle]] = {"digits": _digits}
+def _nmnist_small(cfg: DataConfig, seed: int) -> DataBundle:
+    from spike.data import nmnist_small as nm
+    from spike.data.cache import load_or_build
+
+    duration = int(cfg.options.get("duration_us", nm.DURATION_US))
+    unknown = set(cfg.options) - {"duration_us"}
+    if unknown:
+        raise ConfigError(f"[data.options] unknown key(s) {sorted(unknown)} for dataset 'nmnist_small'")
+    cache_dir = (Path(cfg.root) / ".spike_cache") if cfg.cache else None
+    splits = {}
+    for split in ("train", "test"):
+        def build(split=split):
+            ev, y = nm.read_split(cfg.root, split)
+            return {"frames": nm.bin_events(ev, cfg.n_time_bins, duration), "labels": y}
+
+        params = {"dataset": "nmnist_small", "split": split, "n_time_bins": cfg.n_time_bins,
+                  "duration_us": duration, "binning": "count-clip-v1"}
+        arr = load_or_build(cache_dir, params, build)
+        splits[split] = FramesDataset(arr["frames"], arr["labels"])
+    w, h, p = nm.SENSOR_SIZE
+    return DataBundle(splits["train"], splits["test"], input_shape=(p, h, w), n_classes=10,
+                      n_time_bins=cfg.n_time_bins, name="nmnist_small", sensor_size=nm.SENSOR_SIZE,
+                      dt_us=duration / cfg.n_time_bins)
+
+
+DATASETS: dict[str, Callable[[DataConfig, int], DataBundle]] = {"digits": _digits, "nmnist_small": _nmnist_small}
+
+
+def _shd(cfg: DataConfig, seed: int) -> DataBundle:
+    """SHD HDF5 files (``root/SHD/shd_{train,test}.h5``) binned by :mod:`spike.data.shd`;
+    ``[data.options]``: ``dt_ms`` (10), ``channel_group`` (5: 700 -> 140 channels)."""
+    from spike.data import shd
+    from spike.data.cache import load_or_build
+
+    unknown = set(cfg.options) - {"dt_ms", "channel_group"}
+    if unknown:
+        raise ConfigError(f"[data.options] unknown key(s) {sorted(unknown)} for dataset 'shd'; "
+                          f"known: ['channel_group', 'dt_ms']")
+    dt_ms, group = float(cfg.options.get("dt_ms", 10.0)), int(cfg.options.get("channel_group", 5))
+    if not dt_ms > 0 or group < 1 or shd.N_CHANNELS % group:
+        raise ConfigError(f"[data.options] shd needs dt_ms > 0 and channel_group dividing 700, got {dt_ms}, {group}")
+    cache_dir = (Path(cfg.root) / ".spike_cache") if cfg.cache else None
+    splits = {}
+    for split in ("train", "test"):
+        def build(split=split):
+            times, units, labels = shd.read_split(cfg.root, split)
+            return {"frames": shd.bin_spikes(times, units, cfg.n_time_bins, dt_ms, group), "labels": labels}
+
+        src = shd.find_file(cfg.root, split)
+        params = {"dataset": "shd", "split": split, "n_time_bins": cfg.n_time_bins, "dt_ms": dt_ms,
+                  "channel_group": group, "source": str(src.resolve()), "size": src.stat().st_size,
+                  "mtime": src.stat().st_mtime_ns, "binning": "count-drop-v1"}
+        arr = load_or_build(cache_dir, params, build)
+        splits[split] = FramesDataset(arr["frames"], arr["labels"])
+    return DataBundle(splits["train"], splits["test"], input_shape=(shd.N_CHANNELS // group,),
+                      n_classes=shd.N_CLASSES, n_time_bins=cfg.n_time_bins, name="shd",
+                      sensor_size=(shd.N_CHANNELS, 1, 1), dt_us=dt_ms * 1000.0)
+
+
+DATASETS["shd"] = _shd
 
 
 def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
@@ -89,6 +151,32 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     if cfg.n_time_bins < 1:
         raise ConfigError(f"[data] n_time_bins must be >= 1, got {cfg.n_time_bins}")
     return builder(cfg, seed)
+
+
+def split_validation(bundle: DataBundle, fraction: float, seed: int = 0) -> tuple[DataBundle, Dataset | None]:
+    """Hold out a seeded ``fraction`` of the training set: ``(bundle with the rest as train, held-out set)``.
+
+    The split is a permutation drawn from ``np.random.default_rng(seed)``, so training (``[data] val_fraction``)
+    and later evaluation (anytime calibration) get the same samples. ``fraction == 0`` returns
+    ``(bundle, None)`` unchanged.
+    """
+    from dataclasses import replace
+
+    from torch.utils.data import Subset
+
+    if bundle.val is not None:  # the builder fixed the split (spike.data.datasets): never carve twice
+        return bundle, bundle.val
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"[data] val_fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return bundle, None
+    n = len(bundle.train)
+    n_val = int(round(fraction * n))
+    if not 0 < n_val < n:
+        raise ConfigError(f"[data] val_fraction={fraction} of {n} training samples leaves an empty split")
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return replace(bundle, train=Subset(bundle.train, train_idx.tolist())), Subset(bundle.train, val_idx.tolist())
 
 
 def make_loaders(bundle: DataBundle, cfg: DataConfig, seed: int = 0, *, distributed: bool = False):
@@ -105,3 +193,17 @@ def make_loaders(bundle: DataBundle, cfg: DataConfig, seed: int = 0, *, distribu
     test = DataLoader(bundle.test, batch_size=cfg.eval_batch_size, shuffle=False,
                       collate_fn=time_first_collate, num_workers=cfg.num_workers)
     return train, test
+
+
+def _tonic_dataset(name: str) -> Callable[[DataConfig, int], DataBundle]:
+    def build(cfg: DataConfig, seed: int) -> DataBundle:
+        from spike.data.datasets import BUILDERS  # lazy: tonic, h5py and numba only when used
+
+        return BUILDERS[name](cfg, seed)
+
+    build.__name__ = f"_{name}"
+    return build
+
+
+# tonic-backed datasets (spike.data.datasets): SSC, DVS Gesture, N-MNIST, CIFAR10-DVS, N-Caltech101
+DATASETS.update({n: _tonic_dataset(n) for n in ("ssc", "dvs_gesture", "nmnist", "cifar10_dvs", "ncaltech101")})
