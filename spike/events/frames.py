@@ -311,6 +311,12 @@ def _bin_windows(x, y, t, p, starts, ends, frames, bad):  # pragma: no cover - n
         bad[i] = b
 
 
+# The same kernel without threads: for small streams the thread start-up costs more than the work
+# (measured: 32 events took ~35 us serial vs ~37 ms threaded on a loaded 2-core machine).
+_bin_windows_serial = njit(cache=True)(_bin_windows.py_func)
+_PARALLEL_MIN_EVENTS = 200_000
+
+
 def _exact_max(dtype: np.dtype) -> int:
     """Largest count representable exactly in ``dtype``."""
     if dtype.kind in "iu":
@@ -367,7 +373,8 @@ def to_frame(events: np.ndarray, sensor_size: tuple[int, int, int], *,
     frames = np.zeros((n_frames, f.n_pol, f.height, f.width), acc_dtype)  # [T, P, H, W]
     if largest:
         bad = np.zeros(n_frames, np.int64)
-        _bin_windows(f.x, f.y, f.t, f.p, win.starts, win.ends, frames, bad)
+        kernel = _bin_windows if len(f.t) >= _PARALLEL_MIN_EVENTS else _bin_windows_serial
+        kernel(f.x, f.y, f.t, f.p, win.starts, win.ends, frames, bad)
         # the kernel validated the events inside the windows; if the windows chain into one index
         # range [starts[0], max(ends)), only the events outside it remain to be checked
         s, e = win.starts, win.ends
