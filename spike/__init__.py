@@ -18,6 +18,10 @@ _LAZY = {
     "LIF": "spike.neurons",
     "IF": "spike.neurons",
     "Sequential": "spike.synapses",
+    "LI": "spike.neurons",
+    "UltraLIF": "spike.neurons",
+    "UltraDLIF": "spike.neurons",
+    "DelayedLinear": "spike.synapses",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
