@@ -1,0 +1,175 @@
+"""Export a trained :class:`spike.synapses.Sequential` to a torch-free :class:`~spike.events.network.EventNetwork`.
+
+The exported network runs event by event (:func:`spike.events.network.run`) with the semantics of
+the model in ``eval()`` mode: dropout is the identity and :class:`~spike.synapses.delays.DelayedLinear`
+uses its rounded integer delays (:meth:`~spike.synapses.delays.DelayedLinear.delays`).
+
+Supported layers: ``Flatten``, ``Linear`` (and ``nn.Linear``), ``DelayedLinear``, ``Conv2d`` (zero
+padding, any stride/dilation/groups), ``AvgPool2d`` / ``MaxPool2d`` (no padding, floor mode),
+``LIF`` / ``IF`` / ``LI`` (any reset, reset timing, ``decay_input``, learnable per-neuron ``tau``),
+``SharedDropout`` / ``nn.Dropout`` / ``nn.Identity`` (skipped) and ``TimePad``. Anything else raises
+:class:`ExportError` naming the layer and the reason.
+
+Example:
+    >>> net = export_event_network(model, input_shape=(2, 34, 34))
+    >>> res = run(net, [bin_events(ev, (34, 34, 2), dt=1000)], n_steps=100)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from spike.events.network import Conv, Dense, EventNetwork, Neurons, Pool, TimePad
+from spike.neurons import lif as F
+from spike.neurons.modules import LI, LIF
+from spike.synapses import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, SharedDropout
+
+__all__ = ["ExportError", "export_event_network"]
+
+
+class ExportError(ValueError):
+    """A layer cannot be expressed on the event path (the message names the layer and why)."""
+
+
+def _np(t: Tensor, dtype) -> np.ndarray:
+    return t.detach().cpu().to(torch.float64 if dtype == np.float64 else torch.float32).numpy().copy()
+
+
+def _coef(c, shape: tuple[int, ...], dtype) -> np.ndarray | float:
+    """A discretised coefficient (python float or tensor) as numpy, flattened over the features."""
+    if isinstance(c, Tensor):
+        return np.ascontiguousarray(np.broadcast_to(_np(c, dtype), shape).reshape(-1))  # [*shape] -> [N]
+    return float(c)
+
+
+def _bad(name: str, layer: nn.Module, why: str) -> ExportError:
+    return ExportError(f"layer {name!r} ({type(layer).__name__}) cannot be exported to the event path: {why}")
+
+
+def export_event_network(model: nn.Module, input_shape: tuple[int, ...] | int, *,
+                         dtype=None) -> EventNetwork:
+    """Convert ``model`` (a ``Sequential`` of supported layers) to an :class:`EventNetwork`.
+
+    Args:
+        model: the trained network (its ``eval()`` semantics are exported; the model is not modified).
+        input_shape: one input step's shape, e.g. ``(2, 34, 34)`` or ``2312``.
+        dtype: ``np.float32`` / ``np.float64``; default: the dtype of the model's parameters.
+
+    Returns:
+        The event network; stage names are the module names (the keys of ``Sequential``'s records).
+
+    Raises:
+        ExportError: an unsupported layer or configuration, naming the layer and the reason.
+    """
+    shape = _shape(input_shape)
+    if dtype is None:
+        p = next(iter(model.parameters()), None)
+        dtype = np.float64 if (p is not None and p.dtype == torch.float64) else np.float32
+    dtype = np.dtype(dtype)
+    if isinstance(model, nn.Sequential):
+        children = list(model.named_children())
+    else:
+        children = [(type(model).__name__, model)]
+    layers = []
+    for name, layer in children:
+        out, shape = _export_layer(name, layer, shape, dtype)
+        if out is not None:
+            layers.append(out)
+    if not layers:
+        raise ExportError("the model has no exportable layer")
+    try:
+        return EventNetwork(_shape(input_shape), tuple(layers), dtype)
+    except ValueError as e:
+        raise ExportError(f"the exported layers do not form an event network: {e}") from e
+
+
+def _shape(input_shape) -> tuple[int, ...]:
+    return (int(input_shape),) if isinstance(input_shape, (int, np.integer)) else tuple(int(s) for s in input_shape)
+
+
+def _export_layer(name: str, layer: nn.Module, shape: tuple[int, ...], dtype):
+    """One module -> (event layer or None, output shape)."""
+    from spike.synapses.delays import DelayedLinear, TimePad as TorchTimePad
+
+    n = math.prod(shape)
+    if isinstance(layer, (SharedDropout, nn.Dropout, nn.Identity)):
+        return None, shape
+    if isinstance(layer, Flatten) or type(layer) is nn.Flatten:
+        if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (2, -1):
+            raise _bad(name, layer, "on [T, B, ...] only nn.Flatten(start_dim=2) flattens the features")
+        return None, (n,)
+    if isinstance(layer, TorchTimePad):
+        return TimePad(int(layer.n), name), shape
+    if isinstance(layer, DelayedLinear):
+        if shape != (layer.in_features,):
+            raise _bad(name, layer, f"expects {layer.in_features} features, gets shape {shape}")
+        delay = layer.delays().cpu().numpy().astype(np.int64)  # [C_out, C_in] rounded, as in eval()
+        bias = _np(layer.bias, dtype) if layer.bias is not None else None
+        return Dense(_np(layer.weight, dtype), bias, delay, name), (layer.out_features,)
+    if isinstance(layer, (Linear, nn.Linear)):
+        if shape != (layer.in_features,):
+            raise _bad(name, layer, f"expects {layer.in_features} features, gets shape {shape} (add a Flatten)")
+        bias = _np(layer.bias, dtype) if layer.bias is not None else None
+        return Dense(_np(layer.weight, dtype), bias, None, name), (layer.out_features,)
+    if isinstance(layer, (Conv2d, nn.Conv2d)):
+        if len(shape) != 3:
+            raise _bad(name, layer, f"needs a [C, H, W] input step, gets shape {shape}")
+        if layer.padding_mode != "zeros":
+            raise _bad(name, layer, f"padding_mode={layer.padding_mode!r} (only 'zeros')")
+        kh, kw = layer.kernel_size
+        dh, dw = layer.dilation
+        if isinstance(layer.padding, str):
+            if layer.padding == "valid":
+                pad = (0, 0, 0, 0)
+            else:  # 'same' (stride 1): torch puts the extra row/column at the bottom/right
+                th, tw = dh * (kh - 1), dw * (kw - 1)
+                pad = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            pad = (layer.padding[0], layer.padding[0], layer.padding[1], layer.padding[1])
+        bias = _np(layer.bias, dtype) if layer.bias is not None else None
+        conv = Conv(_np(layer.weight, dtype), shape, bias, tuple(layer.stride), pad, (dh, dw), layer.groups, name)
+        return conv, conv.out_shape
+    if isinstance(layer, (AvgPool2d, MaxPool2d, nn.AvgPool2d, nn.MaxPool2d)):
+        if len(shape) != 3:
+            raise _bad(name, layer, f"needs a [C, H, W] input step, gets shape {shape}")
+        pad = layer.padding if isinstance(layer.padding, tuple) else (layer.padding,) * 2
+        if any(pad) or layer.ceil_mode:
+            raise _bad(name, layer, "padding and ceil_mode are not supported")
+        kind = "max" if isinstance(layer, nn.MaxPool2d) else "avg"
+        if kind == "max":
+            dil = layer.dilation if isinstance(layer.dilation, tuple) else (layer.dilation,) * 2
+            if dil != (1, 1) or layer.return_indices:
+                raise _bad(name, layer, "dilation and return_indices are not supported")
+            div = None
+        else:
+            div = layer.divisor_override
+        stride = layer.stride if layer.stride is not None else layer.kernel_size
+        pool = Pool(kind, shape, layer.kernel_size, stride, div, name)
+        return pool, pool.out_shape
+    if isinstance(layer, LIF):
+        return _export_neurons(name, layer, shape, dtype), shape
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        raise _bad(name, layer, "batch norm adds a per-neuron affine map after the synaptic sum; fold it into "
+                                "the previous layer's weights and bias first (the result is then no longer "
+                                "bit-identical to the unfolded model)")
+    raise _bad(name, layer, "no event-driven implementation (supported: Flatten, Linear, DelayedLinear, Conv2d, "
+                            "AvgPool2d, MaxPool2d, LIF, IF, LI, Dropout, TimePad)")
+
+
+def _export_neurons(name: str, layer: LIF, shape: tuple[int, ...], dtype) -> Neurons:
+    p = F.discretize(layer.params())
+    if p.w_rec is not None:
+        raise _bad(name, layer, "recurrent weights (recurrent=True) are not supported")
+    if layer.shape is not None and tuple(layer.shape) != tuple(shape):
+        raise _bad(name, layer, f"was built for shape {layer.shape} but receives {shape}")
+    if p.v_rest >= p.v_th and p.reset != "none" and not isinstance(layer, LI):
+        raise _bad(name, layer, f"v_rest={p.v_rest} >= v_th={p.v_th}: neurons fire without input, "
+                                f"nothing is event-driven")
+    beta = _coef(p.beta, shape, dtype)
+    gain = _coef(p.gain, shape, dtype)
+    return Neurons(tuple(shape), beta, gain, p.v_th, p.v_reset, p.v_rest, p.reset, bool(p.deferred),
+                   "membrane" if isinstance(layer, LI) else "spikes", name)
