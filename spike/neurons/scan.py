@@ -18,9 +18,13 @@ def check_sequence(x: Tensor, what: str = "input", min_dim: int = 3) -> None:
         raise ValueError(
             f"{what} must be time-first [T, B, features...] with at least {min_dim} dims, got shape "
             f"{tuple(x.shape)}; add a time axis (x.unsqueeze(0)) for a single step")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{what} contains {bad} NaN/Inf value(s); shape {tuple(x.shape)}")
+    if x.is_floating_point():
+        with torch.no_grad():
+            finite = bool(torch.isfinite(x.sum()))  # one reduction: a finite sum proves every element finite
+        if not finite:  # NaN/Inf somewhere, or a sum that overflowed: count exactly
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:
+                raise ValueError(f"{what} contains {bad} NaN/Inf value(s); shape {tuple(x.shape)}")
 
 
 def scan(step: Callable[[Tensor, Any, Any], tuple[Tensor, NamedTuple]], xs: Tensor, state: NamedTuple,

@@ -1,0 +1,1 @@
+"""Fast implementations registered in :mod:`spike.core.registry`; imported lazily, never from here."""
