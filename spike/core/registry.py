@@ -3,7 +3,10 @@
 A backend is a module exposing two functions with the model's contract:
 
 * ``supports(params, x) -> str | None``: ``None`` if it can run this configuration, else the reason;
-* ``multi_step(x, state, params, record) -> (out, state, trace)``: the multi-step update over ``[T, B, ...]``.
+* ``multi_step(x, state, params, record) -> (out, state, trace)``: the multi-step update over ``[T, B, ...]``
+  (``"lif"``), or ``linear(x, weight, bias)`` (``"linear"``);
+* optionally ``prefers(params, x) -> str | None``: a speed heuristic that ``backend="auto"`` consults
+  (e.g. the sparse-input Linear declines dense inputs); a backend named explicitly ignores it.
 
 The neuron layer never imports a backend module; it asks :func:`resolve`. Names map to import paths
 here, so a missing optional dependency (numba, triton) only matters when that backend is chosen.
@@ -31,6 +34,10 @@ BACKENDS: dict[str, dict[str, str]] = {
         "reference": "spike.neurons.lif",
         "numba": "spike.backends.numba_lif",
         "triton": "spike.backends.triton_lif",
+    },
+    "linear": {
+        "reference": "spike.synapses.layers",
+        "numba": "spike.backends.numba_linear",
     },
 }
 
@@ -81,6 +88,9 @@ def resolve(model: str, name: str, params, x) -> ModuleType:
             reasons.append(str(e))
             continue
         reason = mod.supports(params, x)
+        prefers = getattr(mod, "prefers", None)  # optional speed heuristic, consulted by "auto" only
+        if reason is None and prefers is not None:
+            reason = prefers(params, x)
         if reason is None:
             return mod
         reasons.append(f"{cand}: {reason}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from spike.core.registry import resolve
 from spike.neurons.scan import check_sequence
 
 __all__ = ["TimeDistributed", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "AvgPool2d", "MaxPool2d",
@@ -43,14 +44,35 @@ class TimeDistributed(nn.Module):
         return unfold(self.module(fold(x)), x.shape[0])
 
 
+def supports(p, x: Tensor) -> str | None:
+    """The reference (dense ``F.linear``) path runs everything."""
+    return None
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Reference ``x Wᵀ + b`` (dense matmul)."""
+    return nn.functional.linear(x, weight, bias)
+
+
 class Linear(nn.Linear):
-    """``nn.Linear`` over ``[T, B, F_in] -> [T, B, F_out]`` (one matmul for all steps)."""
+    """``nn.Linear`` over ``[T, B, F_in] -> [T, B, F_out]`` (one matmul for all steps).
+
+    Args:
+        backend: ``"auto"`` uses the sparse-input numba kernels on the CPU when the input is sparse
+            (spikes; see :mod:`spike.backends.numba_linear`), else the dense matmul; ``"reference"``
+            always uses the dense matmul.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, backend: str = "auto",
+                 device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.backend = backend
 
     def forward(self, x: Tensor) -> Tensor:
         check_sequence(x, "Linear input")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear expects [T, B, {self.in_features}], got {tuple(x.shape)}")
-        return super().forward(x)
+        return resolve("linear", self.backend, self, x).linear(x, self.weight, self.bias)
 
 
 class Conv2d(_Folded, nn.Conv2d):

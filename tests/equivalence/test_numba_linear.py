@@ -1,0 +1,59 @@
+"""Sparse-input numba Linear vs the dense reference (outputs and gradients)."""
+
+import pytest
+import torch
+
+from spike.core.registry import BackendError, resolve
+from spike.synapses import Linear
+
+
+def _pair(k, o, bias, dtype, seed=0):
+    torch.manual_seed(seed)
+    ref = Linear(k, o, bias=bias, backend="reference").to(dtype)
+    fast = Linear(k, o, bias=bias, backend="numba").to(dtype)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(7, 3, 37), (1, 1, 5), (30, 16, 700)])
+@pytest.mark.parametrize("grad_input", [False, True])
+def test_matches_dense_reference(dtype, bias, shape, grad_input):
+    k = shape[-1]
+    ref, fast = _pair(k, 23, bias, dtype)
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(*shape, generator=g) < 0.05).to(dtype) * torch.randint(1, 3, shape, generator=g).to(dtype)
+    xr, xf = x.clone().requires_grad_(grad_input), x.clone().requires_grad_(grad_input)
+    yr, yf = ref(xr), fast(xf)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(yf, yr, **tol)
+    gy = torch.randn(yr.shape, generator=g, dtype=dtype)
+    yr.backward(gy)
+    yf.backward(gy)
+    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, **tol)
+    if bias:
+        torch.testing.assert_close(fast.bias.grad, ref.bias.grad, **tol)
+    if grad_input:
+        torch.testing.assert_close(xf.grad, xr.grad, **tol)
+
+
+def test_all_zero_input_gives_bias_only():
+    ref, fast = _pair(12, 4, True, torch.float32)
+    x = torch.zeros(3, 2, 12)
+    torch.testing.assert_close(fast(x), ref.bias.expand(3, 2, 4))  # empty input
+    fast(x).sum().backward()
+    assert torch.count_nonzero(fast.weight.grad) == 0
+
+
+def test_dense_input_is_declined_by_auto_only():
+    ref, fast = _pair(8, 3, True, torch.float32)
+    x = torch.rand(4, 2, 8) + 0.1
+    torch.testing.assert_close(fast(x), ref(x))  # named explicitly: runs (correctly) on dense input too
+    with pytest.raises(BackendError, match="dtype"):
+        fast(x.half())
+    auto = Linear(8, 3)  # auto: dense input goes to the dense matmul, sparse input to numba
+    assert resolve("linear", "auto", auto, torch.rand(4, 2, 8) + 0.1).__name__ == "spike.synapses.layers"
+    sparse = torch.zeros(4, 2, 8)
+    sparse[0, 0, 0] = 1.0
+    assert resolve("linear", "auto", auto, sparse).__name__ == "spike.backends.numba_linear"
