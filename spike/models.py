@@ -21,11 +21,27 @@ def neuron_from_config(m: ModelConfig, shape: int | tuple | None = None) -> nn.M
     common = dict(v_th=m.v_th, v_reset=m.v_reset, reset=m.reset, reset_timing=m.reset_timing,
                   detach_reset=m.detach_reset, surrogate=sur, backend=m.backend)
     if m.neuron == "lif":
-        return LIF(tau=m.tau, dt=m.dt, learn_tau=m.learn_tau, recurrent=m.recurrent,
+        return LIF(tau=m.tau, dt=m.dt, learn_tau=m.learn_tau, recurrent=m.recurrent, discretization=m.discretization,
                    shape=shape if (m.learn_tau or m.recurrent) else None, **common)
+    if m.neuron in ("ultralif", "ultradlif"):
+        return ultra_neuron_from_config(m)
     if m.neuron == "if":
         return IF(dt=m.dt, recurrent=m.recurrent, shape=shape if m.recurrent else None, **common)
-    raise ConfigError(f"[model] neuron must be 'lif' or 'if', got {m.neuron!r}")
+    raise ConfigError(f"[model] neuron must be 'lif', 'if', 'ultralif' or 'ultradlif', got {m.neuron!r}")
+
+
+def ultra_neuron_from_config(m: ModelConfig) -> nn.Module:
+    """UltraLIF / UltraDLIF (:mod:`spike.neurons.ultralif`) as configured (no surrogate, no reset options)."""
+    from spike.neurons.ultra_modules import UltraDLIF, UltraLIF
+
+    common = dict(v_th=m.v_th, eps=m.ultra_eps, eps_range=(m.ultra_eps_min, m.ultra_eps_max),
+                  learn_eps=m.ultra_learn_eps, sparsity=m.sparsity_penalty)
+    try:
+        if m.neuron == "ultralif":
+            return UltraLIF(tau=m.ultra_tau, learn_tau=m.learn_tau, **common)
+        return UltraDLIF(boundary=m.ultra_boundary, **common)
+    except ValueError as e:
+        raise ConfigError(f"[model] {m.neuron}: {e}") from None
 
 
 def build_model(m: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> Sequential:
@@ -62,13 +78,51 @@ def build_model(m: ModelConfig, input_shape: tuple[int, ...], n_classes: int) ->
                 layers.append(SharedDropout(m.dropout))
         layers.append(Flatten())
         n_in = c * hgt * wid
+    elif m.kind == "delay_mlp":
+        return _delay_mlp(m, input_shape, n_classes)
     else:
-        raise ConfigError(f"[model] kind must be 'mlp' or 'conv', got {m.kind!r}")
+        raise ConfigError(f"[model] kind must be 'mlp', 'conv' or 'delay_mlp', got {m.kind!r}")
     layers.append(Linear(n_in, n_classes))
     if m.readout == "li":
-        layers.append(LI(tau=m.readout_tau, dt=m.dt, backend=m.backend))
+        layers.append(LI(tau=m.readout_tau, dt=m.dt, backend=m.backend, discretization=m.discretization))
     elif m.readout == "spikes":
         layers.append(neuron_from_config(m, n_classes))
     else:
         raise ConfigError(f"[model] readout must be 'li' or 'spikes', got {m.readout!r}")
+    return Sequential(*layers)
+
+
+def _readout(m: ModelConfig, n_classes: int) -> nn.Module:
+    if m.readout == "li":
+        return LI(tau=m.readout_tau, dt=m.dt, backend=m.backend, discretization=m.discretization)
+    if m.readout == "spikes":
+        return neuron_from_config(m, n_classes)
+    raise ConfigError(f"[model] readout must be 'li' or 'spikes', got {m.readout!r}")
+
+
+def _delay_mlp(m: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> Sequential:
+    """``kind="delay_mlp"`` (Hammouamri et al. 2024, arXiv:2306.17670): Flatten →
+    ([TimePad] → DelayedLinear → [BN] → neuron → [Dropout]) × len(hidden) → [TimePad] → DelayedLinear → readout."""
+    from spike.synapses.delays import DelayedLinear, TimePad, check_max_delay
+
+    try:
+        pad = check_max_delay(m.max_delay) // 2 if m.delay_pad < 0 else m.delay_pad
+        sigma = m.delay_sigma_init if m.delay_sigma_init > 0 else None
+        def delayed(n_in: int, n_out: int) -> list[nn.Module]:
+            return ([TimePad(pad)] if pad else []) + [DelayedLinear(n_in, n_out, m.max_delay, sigma=sigma)]
+
+        layers: list[nn.Module] = [Flatten()]
+        n_in = math.prod(input_shape)
+        for h in m.hidden:
+            layers += delayed(n_in, int(h))
+            if m.batchnorm:
+                layers.append(BatchNorm1d(int(h)))
+            layers.append(neuron_from_config(m, int(h)))
+            if m.dropout > 0:
+                layers.append(SharedDropout(m.dropout))
+            n_in = int(h)
+        layers += delayed(n_in, n_classes)
+    except ValueError as e:
+        raise ConfigError(f"[model] delay_mlp: {e}") from None
+    layers.append(_readout(m, n_classes))
     return Sequential(*layers)

@@ -60,13 +60,15 @@ class DataConfig:
     contrast_threshold: float = 0.2
     # dataset-specific extras (channel grouping, time window, ...), validated by the dataset builder
     options: dict = field(default_factory=dict)
+    # fraction of the training set held out (seeded) and never trained on, e.g. to calibrate anytime cutoffs
+    val_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "mlp"            # mlp | conv
+    kind: str = "mlp"            # mlp | conv | delay_mlp
     hidden: tuple = (128,)       # hidden sizes (mlp) or channels (conv)
-    neuron: str = "lif"          # lif | if
+    neuron: str = "lif"          # lif | if | ultralif | ultradlif
     tau: float = 5.0
     dt: float = 1.0
     v_th: float = 1.0
@@ -83,6 +85,19 @@ class ModelConfig:
     readout: str = "li"          # li (non-spiking membrane) | spikes (LIF output layer)
     readout_tau: float = 5.0
     backend: str = "auto"
+    discretization: str = "exp"    # exp | euler (SpikingJelly; the SHD delays recipe)
+    # learnable delays (kind = "delay_mlp", spike.synapses.delays)
+    max_delay: int = 25            # largest synaptic delay, in time steps (kernel of max_delay + 1 taps)
+    delay_sigma_init: float = 0.0  # initial Gaussian width in steps; 0 = max_delay / 2
+    delay_pad: int = -1            # silent steps appended before each delayed layer; -1 = max_delay // 2
+    # UltraLIF / UltraDLIF (neuron = "ultralif" | "ultradlif", spike.neurons.ultralif)
+    ultra_tau: float = 0.9         # UltraLIF per-step decay factor in (0, 1]
+    ultra_eps: float = 1.0         # initial temperature
+    ultra_eps_min: float = 0.1
+    ultra_eps_max: float = 20.0
+    ultra_learn_eps: bool = True
+    ultra_boundary: str = "wrap"   # UltraDLIF coupling: wrap (ring) | none (chain)
+    sparsity_penalty: float = 0.0  # UltraLIF/UltraDLIF firing-rate penalty weight (gradient of w * mean rate)
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,12 @@ class TrainConfig:
     grad_clip: float = 0.0
     checkpoint_every: int = 1
     deterministic: bool = True
+    rcs_weight: float = 0.0      # cutoff regulariser (RCS, spike.train.regularizers); 0 = off
+    # delay positions (spike.synapses.delays): own optimiser group and schedule
+    lr_positions: float = -1.0        # < 0: one group with lr; >= 0: positions get this lr (0 freezes them)
+    scheduler_positions: str = "same"  # same | cosine | onecycle | step | none
+    delay_sigma_floor: float = 0.5    # Gaussian width reached after delay_sigma_decay * epochs
+    delay_sigma_decay: float = 0.25   # fraction of training over which sigma shrinks to the floor
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,8 @@ def split_validation(bundle: DataBundle, fraction: float, seed: int = 0) -> tupl
         raise ConfigError(f"[data] val_fraction={fraction} of {n} training samples leaves an empty split")
     perm = np.random.default_rng(seed).permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    return replace(bundle, train=Subset(bundle.train, train_idx.tolist())), Subset(bundle.train, val_idx.tolist())
+    val = Subset(bundle.train, val_idx.tolist())
+    return replace(bundle, train=Subset(bundle.train, train_idx.tolist()), val=val), val
 
 
 def make_loaders(bundle: DataBundle, cfg: DataConfig, seed: int = 0, *, distributed: bool = False):

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
 import torch
 
 from spike.core.config import Config, ConfigError, config_from_dict, config_to_dict
-from spike.data.builders import DataBundle, build_data, make_loaders
+from spike.data.builders import DataBundle, build_data, make_loaders, split_validation
 from spike.models import build_model
 from spike.train.losses import get_loss
 from spike.train.strategy import BPTT
 from spike.train.trainer import Trainer, load_checkpoint, seed_everything, write_json
 
 __all__ = ["resolve_device", "build_optimizer", "build_scheduler", "get_strategy", "train_from_config",
-           "evaluate_checkpoint"]
+           "evaluate_checkpoint", "EvalRun", "load_for_eval"]
 
 log = logging.getLogger("spike")
 
@@ -33,8 +36,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The configured optimiser; with ``[train] lr_positions >= 0`` and delayed layers in the model, two
+    parameter groups: ``"weights"`` (everything else, ``lr``) and ``"positions"`` (``lr_positions``, no
+    weight decay), as in Hammouamri et al. 2024."""
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
+    groups = _delay_param_groups(cfg, model)
+    if groups is not None:
+        params = groups  # type: ignore[assignment]
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
@@ -44,9 +53,58 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     raise ConfigError(f"[train] optimizer must be adam, adamw or sgd, got {t.optimizer!r}")
 
 
+def _delay_param_groups(cfg: Config, model: torch.nn.Module) -> list[dict] | None:
+    from spike.synapses.delays import split_delay_parameters
+
+    t = cfg.train
+    if t.lr_positions < 0:
+        return None
+    others, positions = split_delay_parameters(model)
+    if not positions:
+        return None
+    return [{"params": others, "name": "weights"},
+            {"params": positions, "lr": t.lr_positions, "weight_decay": 0.0, "name": "positions"}]
+
+
+def _lr_factor(kind: str, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """LR multiplier at batch ``step`` for one parameter group (closed forms of the torch schedulers:
+    per-epoch cosine and step, per-batch one-cycle without momentum cycling)."""
+    epoch = step // max(1, steps_per_epoch)
+    if kind == "none":
+        return 1.0
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
+    if kind == "step":
+        return 0.3 ** (epoch // max(1, epochs // 3))
+    if kind == "onecycle":  # torch OneCycleLR defaults: pct_start 0.3, div 25, final div 1e4, cos
+        total = epochs * steps_per_epoch
+        lo, hi = 1.0 / 25.0, 1.0
+        end1 = 0.3 * total - 1
+        if step <= end1:
+            pct, a, b = step / max(end1, 1e-12), lo, hi
+        else:
+            pct, a, b = (step - end1) / max(total - 1 - end1, 1e-12), hi, lo / 1e4
+        return b + (a - b) / 2.0 * (math.cos(math.pi * min(pct, 1.0)) + 1.0)
+    raise ConfigError(f"[train] scheduler must be cosine, onecycle, step or none, got {kind!r}")
+
+
+def _grouped_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
+    t = cfg.train
+    kinds = []
+    for g in optimizer.param_groups:
+        kind = t.scheduler_positions if g.get("name") == "positions" else t.scheduler
+        kinds.append(t.scheduler if kind == "same" else kind)
+    for k in kinds:
+        _lr_factor(k, 0, steps_per_epoch, t.epochs)  # validate names early
+    lambdas = [functools.partial(_lr_factor, k, steps_per_epoch=steps_per_epoch, epochs=t.epochs) for k in kinds]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas), "batch"
+
+
 def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
     """Returns ``(scheduler or None, interval)``."""
     t = cfg.train
+    if any(g.get("name") == "positions" for g in optimizer.param_groups):
+        return _grouped_scheduler(cfg, optimizer, steps_per_epoch)  # one schedule per group, per batch
     if t.scheduler == "none":
         return None, "epoch"
     if t.scheduler == "cosine":
@@ -60,9 +118,34 @@ def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
 
 
 def get_strategy(cfg: Config):
+    if cfg.train.rcs_weight < 0:
+        raise ConfigError(f"[train] rcs_weight must be >= 0, got {cfg.train.rcs_weight}")
+    if cfg.train.rcs_weight > 0 and cfg.train.method != "bptt":
+        raise ConfigError(f"[train] rcs_weight > 0 (cutoff regulariser) is implemented for method='bptt' only, "
+                          f"got method={cfg.train.method!r}")
     if cfg.train.method == "bptt":
+        if cfg.train.rcs_weight > 0:
+            from spike.train.regularizers import CutoffRegularizer
+
+            return BPTT(regularizer=CutoffRegularizer(cfg.train.rcs_weight, cfg.train.loss))
         return BPTT()
     raise ConfigError(f"[train] method {cfg.train.method!r} is not available; known: ['bptt']")
+
+
+def delay_callbacks(cfg: Config, model: torch.nn.Module) -> list:
+    """The sigma schedule and position clamping when ``model`` has delayed layers, else nothing."""
+    from spike.synapses.delays import delay_layers
+    from spike.train.callbacks import ClampDelayPositions, SigmaSchedule
+
+    if not delay_layers(model):
+        return []
+    t, m = cfg.train, cfg.model
+    try:
+        sched = SigmaSchedule.for_training(t.epochs, t.delay_sigma_decay, t.delay_sigma_floor,
+                                           m.delay_sigma_init if m.delay_sigma_init > 0 else None)
+    except ValueError as e:
+        raise ConfigError(f"[train] delay sigma schedule: {e}") from None
+    return [sched, ClampDelayPositions()]
 
 
 def run_dir(cfg: Config) -> Path:
@@ -78,12 +161,14 @@ def train_from_config(cfg: Config, *, device: str | None = None, resume: bool = 
     get_loss(cfg.train.loss)  # fail early on a bad loss name
     strategy = get_strategy(cfg)
     data = build_data(cfg.data, cfg.run.seed)
+    data, _val = split_validation(data, cfg.data.val_fraction, cfg.run.seed)  # [data] val_fraction: never trained on
     train_loader, test_loader = make_loaders(data, cfg.data, cfg.run.seed)
     model = build_model(cfg.model, data.input_shape, data.n_classes).to(dev)
     optimizer = build_optimizer(cfg, model)
     scheduler, interval = build_scheduler(cfg, optimizer, len(train_loader))
     out = Path(out_dir) if out_dir is not None else run_dir(cfg)
     trainer = Trainer(model, optimizer, get_loss(cfg.train.loss), loss_name=cfg.train.loss, scheduler=scheduler,
+                      callbacks=delay_callbacks(cfg, model),
                       scheduler_interval=interval, strategy=strategy, out_dir=out, epochs=cfg.train.epochs,
                       seed=cfg.run.seed, grad_clip=cfg.train.grad_clip, device=dev, progress=cfg.run.progress,
                       checkpoint_every=cfg.train.checkpoint_every,
@@ -141,3 +226,60 @@ def evaluate_checkpoint(path: str | Path, *, device: str | None = None) -> dict:
     p = Path(path)
     write_json((p if p.is_dir() else p.parent) / "eval.json", result)
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRun:
+    """A model rebuilt for evaluation (:func:`load_for_eval`)."""
+
+    config: Config
+    model: torch.nn.Module
+    data: DataBundle           # ``train`` without the held-out part
+    val: object                # held-out samples (a Dataset) or None
+    val_source: str            # where ``val`` comes from, in words
+    device: torch.device
+    run_dir: Path
+    weights: str               # "checkpoint <path> (epoch e)" or "untrained (no checkpoint)"
+
+
+def load_for_eval(path: str | Path, *, device: str | None = None, holdout_fraction: float = 0.0) -> EvalRun:
+    """Rebuild model and data from a checkpoint (file or run folder) or a TOML config, in eval mode.
+
+    A config loads its run folder's ``last.pt`` when there is one, else keeps the untrained weights.
+    The held-out set is the run's ``[data] val_fraction`` split (never trained on) when it has one;
+    otherwise, with ``holdout_fraction > 0``, a seeded part of the training set the model *was*
+    trained on. The test split is never part of it.
+    """
+    from spike.core.config import load_config
+
+    p = Path(path)
+    ckpt = None
+    if p.suffix == ".toml":
+        cfg = load_config(p)
+        if (run_dir(cfg) / "last.pt").is_file():
+            ckpt, p = load_checkpoint(run_dir(cfg) / "last.pt"), run_dir(cfg) / "last.pt"
+    else:
+        ckpt = load_checkpoint(p)
+        cfg = config_from_dict(ckpt["config"], source=str(p))
+    dev = resolve_device(device or cfg.run.device)
+    data = build_data(cfg.data, cfg.run.seed)
+    builder_val = data.val is not None
+    data, val = split_validation(data, cfg.data.val_fraction, cfg.run.seed)
+    source = ("the data set's validation split (never trained on)" if builder_val else
+              f"validation split held out from training ([data] val_fraction={cfg.data.val_fraction})")
+    if val is None and holdout_fraction > 0:
+        _, val = split_validation(data, holdout_fraction, cfg.run.seed)
+        source = (f"{holdout_fraction:g} of the training set (seen in training: thresholds are optimistic; "
+                  f"train with [data] val_fraction > 0 for an unbiased calibration)")
+    elif val is None:
+        source = "none"
+    model = build_model(cfg.model, data.input_shape, data.n_classes).to(dev)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        weights = f"checkpoint {p} (epoch {int(ckpt['epoch'])})"
+    else:
+        weights = "untrained (no checkpoint in the run folder)"
+    model.eval()
+    folder = run_dir(cfg) if ckpt is None else (p if p.is_dir() else p.parent)
+    return EvalRun(cfg, model, data, val, source, dev, folder, weights)
+

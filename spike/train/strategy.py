@@ -37,14 +37,24 @@ def model_output(result) -> Tensor:
 
 @dataclass(frozen=True)
 class BPTT:
-    """Back-propagation through time: one forward over all T steps, one backward through the graph."""
+    """Back-propagation through time: one forward over all T steps, one backward through the graph.
+
+    ``regularizer``: optional ``reg(records, out, y) -> scalar`` added to the loss (e.g.
+    :class:`spike.train.regularizers.CutoffRegularizer`); the model is then called with ``record=True``.
+    """
 
     name: str = "bptt"
+    regularizer: Callable | None = None
 
     def train_step(self, model, x, y, loss_fn, optimizer, grad_clip):
         optimizer.zero_grad(set_to_none=True)
-        out = model_output(model(x))
-        loss = loss_fn(out, y)
+        if self.regularizer is None:
+            out = model_output(model(x))
+            loss = loss_fn(out, y)
+        else:
+            res = model(x, record=True)
+            out = model_output(res)
+            loss = loss_fn(out, y) + self.regularizer(getattr(res, "records", None), out, y)
         loss.backward()
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
