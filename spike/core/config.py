@@ -119,6 +119,16 @@ class TrainConfig:
     scheduler_positions: str = "same"  # same | cosine | onecycle | step | none
     delay_sigma_floor: float = 0.5    # Gaussian width reached after delay_sigma_decay * epochs
     delay_sigma_decay: float = 0.25   # fraction of training over which sigma shrinks to the floor
+    # SLTT / SLTT-K (spike.train.sltt)
+    sltt_k: int = 0                   # method "sltt_k": steps back-propagated per batch, 1 <= K <= T
+    sltt_chunk: int = 1               # steps run together (memory grows with it, not with T; same gradient)
+    # Forward-Forward / Mono-Forward (spike.train.forward_forward)
+    ff_theta: float = 4.0             # goodness threshold θ of the per-layer loss σ(G − θ)
+    ff_goodness_scale: float = 20.0   # G = scale * mean_i rate_i^2 (sets how sharp σ(G − θ) is)
+    ff_label_scale: float = 20.0      # one-hot label value (the input is normalised to unit RMS)
+    ff_label_embedding: str = "append"  # append | replace (label over the first C input features)
+    ff_negatives: str = "random"      # random | hard (wrong label drawn from the readout's softmax)
+    ff_inference: str = "auto"        # forward_forward: goodness | readout; mono_forward: last | sum
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from spike.train.losses import get_loss
 from spike.train.strategy import BPTT
 from spike.train.trainer import Trainer, load_checkpoint, seed_everything, write_json
 
-__all__ = ["resolve_device", "build_optimizer", "build_scheduler", "get_strategy", "train_from_config",
+__all__ = ["resolve_device", "build_optimizer", "build_scheduler", "get_strategy", "build_model_for", "METHODS",
+           "train_from_config",
            "evaluate_checkpoint", "EvalRun", "load_for_eval"]
 
 log = logging.getLogger("spike")
@@ -129,7 +130,52 @@ def get_strategy(cfg: Config):
 
             return BPTT(regularizer=CutoffRegularizer(cfg.train.rcs_weight, cfg.train.loss))
         return BPTT()
-    raise ConfigError(f"[train] method {cfg.train.method!r} is not available; known: ['bptt']")
+    if cfg.train.method in ("sltt", "sltt_k"):
+        return _sltt_strategy(cfg)
+    if cfg.train.method in ("forward_forward", "mono_forward"):
+        return _forward_strategy(cfg)
+    raise ConfigError(f"[train] method {cfg.train.method!r} is not available; known: {list(METHODS)}")
+
+
+METHODS = ("bptt", "sltt", "sltt_k", "forward_forward", "mono_forward")
+
+
+def _sltt_strategy(cfg: Config):
+    from spike.train.sltt import SLTT, SLTTError, check_loss
+
+    t = cfg.train
+    try:
+        check_loss(t.loss)
+        if t.method == "sltt_k":
+            if t.sltt_k < 1:
+                raise SLTTError(f"[train] method = 'sltt_k' needs sltt_k >= 1 (time steps back-propagated per "
+                                f"batch, at most T = [data] n_time_bins), got sltt_k = {t.sltt_k}")
+            return SLTT(k=t.sltt_k, chunk=t.sltt_chunk)
+        if t.sltt_k != 0:
+            raise SLTTError(f"[train] sltt_k = {t.sltt_k} is only used by method = 'sltt_k' (method is 'sltt')")
+        return SLTT(chunk=t.sltt_chunk)
+    except SLTTError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _forward_strategy(cfg: Config):
+    from spike.train.forward_forward import ForwardForward, MonoForward
+
+    t = cfg.train
+    if t.method == "forward_forward":
+        inference = "goodness" if t.ff_inference == "auto" else t.ff_inference
+        return ForwardForward(theta=t.ff_theta, goodness_scale=t.ff_goodness_scale, label_scale=t.ff_label_scale,
+                              label_embedding=t.ff_label_embedding, inference=inference, negatives=t.ff_negatives)
+    return MonoForward(inference="last" if t.ff_inference == "auto" else t.ff_inference)
+
+
+def build_model_for(cfg: Config, input_shape: tuple[int, ...], n_classes: int, strategy=None) -> torch.nn.Module:
+    """The configured model, or the one the strategy trains (forward-forward and Mono-Forward build their own)."""
+    strategy = strategy if strategy is not None else get_strategy(cfg)
+    build = getattr(strategy, "build_model", None)
+    if build is not None:
+        return build(cfg.model, input_shape, n_classes)
+    return build_model(cfg.model, input_shape, n_classes)
 
 
 def delay_callbacks(cfg: Config, model: torch.nn.Module) -> list:
@@ -155,32 +201,64 @@ def run_dir(cfg: Config) -> Path:
 def train_from_config(cfg: Config, *, device: str | None = None, resume: bool = False,
                       out_dir: str | Path | None = None) -> dict:
     """Train, evaluate and plot as configured; returns the final metrics (also in ``metrics.json``)."""
+    from spike.train import distributed
+
     t_start = time.perf_counter()
     dev = resolve_device(device or cfg.run.device)
-    seed_everything(cfg.run.seed, cfg.train.deterministic)
-    get_loss(cfg.train.loss)  # fail early on a bad loss name
     strategy = get_strategy(cfg)
+    get_loss(cfg.train.loss)  # fail early on a bad loss name
+    dist_info = distributed.setup(dev)  # torchrun: join the process group (None in a single process)
+    try:
+        return _train(cfg, strategy, dist_info.device if dist_info else dev, dist_info, resume, out_dir, t_start)
+    finally:
+        if dist_info is not None:
+            distributed.teardown(dist_info)
+
+
+def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, out_dir, t_start: float) -> dict:
+    from spike.train import distributed
+
+    is_main = dist_info is None or dist_info.is_main
+    seed_everything(cfg.run.seed, cfg.train.deterministic)
     data = build_data(cfg.data, cfg.run.seed)
     data, _val = split_validation(data, cfg.data.val_fraction, cfg.run.seed)  # [data] val_fraction: never trained on
-    train_loader, test_loader = make_loaders(data, cfg.data, cfg.run.seed)
-    model = build_model(cfg.model, data.input_shape, data.n_classes).to(dev)
+    data_cfg = cfg.data
+    if dist_info is not None:  # [data] batch_size is the global batch
+        try:
+            local = distributed.local_batch_size(cfg.data.batch_size, dist_info.world)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        data_cfg = dataclasses.replace(cfg.data, batch_size=local)
+    train_loader, test_loader = make_loaders(data, data_cfg, cfg.run.seed, distributed=dist_info is not None)
+    check_steps = getattr(strategy, "check_time_steps", None)
+    if check_steps is not None:
+        try:
+            check_steps(data.n_time_bins)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    model = build_model_for(cfg, data.input_shape, data.n_classes, strategy).to(dev)
     optimizer = build_optimizer(cfg, model)
     scheduler, interval = build_scheduler(cfg, optimizer, len(train_loader))
+    callbacks = delay_callbacks(cfg, model)
+    model = distributed.wrap(model, dist_info)  # DistributedDataParallel under torchrun
     out = Path(out_dir) if out_dir is not None else run_dir(cfg)
     trainer = Trainer(model, optimizer, get_loss(cfg.train.loss), loss_name=cfg.train.loss, scheduler=scheduler,
-                      callbacks=delay_callbacks(cfg, model),
+                      callbacks=callbacks,
                       scheduler_interval=interval, strategy=strategy, out_dir=out, epochs=cfg.train.epochs,
                       seed=cfg.run.seed, grad_clip=cfg.train.grad_clip, device=dev, progress=cfg.run.progress,
                       checkpoint_every=cfg.train.checkpoint_every,
-                      extra_state={"config": config_to_dict(cfg), "data": _data_meta(data)})
+                      extra_state={"config": config_to_dict(cfg), "data": _data_meta(data)}, is_main=is_main)
     final = trainer.fit(train_loader, test_loader, resume=resume)
     metrics = {"test_accuracy": final.get("test_accuracy"), "test_loss": final.get("test_loss"),
                "train_accuracy": final.get("train_accuracy"), "epochs": len(trainer.history),
                "wall_time_s": round(time.perf_counter() - t_start, 2), "device": str(dev),
                "run_dir": str(out), "config": cfg.run.name}
-    if cfg.run.plots:
-        metrics["plots"] = save_plots(trainer, data, test_loader, out, dev)
-    write_json(out / "metrics.json", metrics)
+    if dist_info is not None:
+        metrics["world_size"] = dist_info.world
+    if is_main:  # only rank 0 writes files
+        if cfg.run.plots:
+            metrics["plots"] = save_plots(trainer, data, test_loader, out, dev)
+        write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -215,7 +293,7 @@ def evaluate_checkpoint(path: str | Path, *, device: str | None = None) -> dict:
     dev = resolve_device(device or cfg.run.device)
     data = build_data(cfg.data, cfg.run.seed)
     _, test_loader = make_loaders(data, cfg.data, cfg.run.seed)
-    model = build_model(cfg.model, data.input_shape, data.n_classes).to(dev)
+    model = build_model_for(cfg, data.input_shape, data.n_classes).to(dev)
     model.load_state_dict(ckpt["model"])
     trainer = Trainer(model, build_optimizer(cfg, model), get_loss(cfg.train.loss), loss_name=cfg.train.loss,
                       device=dev, progress=False, epochs=max(1, cfg.train.epochs))
@@ -273,7 +351,7 @@ def load_for_eval(path: str | Path, *, device: str | None = None, holdout_fracti
                   f"train with [data] val_fraction > 0 for an unbiased calibration)")
     elif val is None:
         source = "none"
-    model = build_model(cfg.model, data.input_shape, data.n_classes).to(dev)
+    model = build_model_for(cfg, data.input_shape, data.n_classes).to(dev)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         weights = f"checkpoint {p} (epoch {int(ckpt['epoch'])})"

@@ -1,0 +1,264 @@
+"""Peak memory and time per training step: SLTT, SLTT-K (K = 1, 2) and BPTT against T, plus the
+layer-local Forward-Forward and Mono-Forward at T = 100.
+
+Networks (float32, Adam, per-step cross-entropy):
+
+* ``mlp``: 700 → 256 → 256 → 20 (Linear + LIF twice, Linear + LI readout), ``B = 64``, 5% input spikes
+  (SHD-sized);
+* ``conv``: 2×32×32 → Conv3×3(16) + LIF + AvgPool2 → Conv3×3(32) + LIF + AvgPool2 → Linear(10) + LI,
+  ``B = 16``, 5% input events (DVS-sized).
+
+Methods: ``bptt`` (:class:`spike.train.strategy.BPTT`), ``sltt`` (``SLTT(chunk=1)``, the paper's
+step-by-step algorithm), ``sltt_c10`` (``SLTT(chunk=10)``: the same gradient, 10 steps per graph),
+``sltt_k1`` / ``sltt_k2`` (``SLTT(k=K)``, step by step), ``ff`` / ``mono`` (Forward-Forward with the
+label appended, Mono-Forward; MLP, T = 100 only).
+
+Memory is what one training step adds on top of the model, the optimiser state and the input batch:
+
+* CPU: peak resident set size during the step minus the resident size just before it. Each network
+  runs in a fresh process with ``MALLOC_MMAP_THRESHOLD_=65536`` (large tensors come from ``mmap`` and
+  go back to the system when freed, so RSS follows live memory); before each measured step the
+  kernel's high-water mark is reset (``/proc/self/clear_refs``), so one process can measure many
+  configurations. Without ``clear_refs`` (not Linux) every configuration gets its own process and
+  ``ru_maxrss``.
+* CUDA (when present): ``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()`` before the step.
+
+Time: median of ``--steps`` steps after one warm-up step.
+
+Usage::
+
+    python bench/sltt.py             # full table (a few minutes on 2 cores)
+    python bench/sltt.py --quick     # T = 25, 50 only, 1 timed step (smoke test)
+
+Prints a table, saves ``bench/out/sltt_memory.png`` (memory vs T) and ends with one JSON line
+(``"bench": "sltt"``, the ratios for the 700-256-256-20 network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+T_LIST = (25, 50, 100, 200)
+METHODS = ("bptt", "sltt", "sltt_c10", "sltt_k1", "sltt_k2")
+EXTRA_T100 = ("ff", "mono")
+_HWM = Path("/proc/self/clear_refs")
+
+
+def _status_kb(key: str) -> int:
+    m = re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(m.group(1)) if m else 0
+
+
+def _can_reset_hwm() -> bool:
+    try:
+        _HWM.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+# worker: builds the nets and measures configurations (runs in a fresh process)
+# --------------------------------------------------------------------------------------------------
+def _build(net: str, method: str, n_steps: int, batch: int, device):
+    import torch
+
+    from spike.core.config import ModelConfig
+    from spike.neurons import LI, LIF
+    from spike.synapses import AvgPool2d, Conv2d, Flatten, Linear, Sequential
+    from spike.train.forward_forward import ForwardForward, MonoForward
+    from spike.train.sltt import SLTT
+    from spike.train.strategy import BPTT
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    if net == "mlp":
+        shape, n_cls = (700,), 20
+    else:
+        shape, n_cls = (2, 32, 32), 10
+    strategies = {"bptt": BPTT(), "sltt": SLTT(), "sltt_c10": SLTT(chunk=10), "sltt_k1": SLTT(k=1),
+                  "sltt_k2": SLTT(k=2), "ff": ForwardForward(), "mono": MonoForward()}
+    st = strategies[method]
+    if method in EXTRA_T100:
+        m = ModelConfig(kind="mlp", hidden=(256, 256), tau=10.0, dropout=0.0)
+        model = st.build_model(m, shape, n_cls)
+    elif net == "mlp":
+        model = Sequential(Linear(700, 256), LIF(tau=10.0), Linear(256, 256), LIF(tau=10.0), Linear(256, 20),
+                           LI(tau=10.0))
+    else:
+        model = Sequential(Conv2d(2, 16, 3, padding=1), LIF(tau=10.0), AvgPool2d(2), Conv2d(16, 32, 3, padding=1),
+                           LIF(tau=10.0), AvgPool2d(2), Flatten(), Linear(32 * 8 * 8, 10), LI(tau=10.0))
+    model = model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = (torch.rand(n_steps, batch, *shape, generator=g) < 0.05).float().to(device)
+    y = torch.randint(0, n_cls, (batch,), generator=g).to(device)
+    return model, opt, st, x, y
+
+
+def measure(net: str, method: str, n_steps: int, batch: int, steps: int, reset_hwm: bool) -> dict:
+    import gc
+    import resource
+
+    import torch
+
+    from spike.train.losses import get_loss
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, opt, st, x, y = _build(net, method, n_steps, batch, dev)
+    loss_fn = get_loss("per_step")
+
+    def step():
+        st.train_step(model, x, y, loss_fn, opt, 0.0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up: JIT, Adam state
+    gc.collect()
+    row = {"net": net, "method": method, "T": n_steps, "B": batch}
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        row["cuda_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    if reset_hwm:
+        _HWM.write_text("5")
+        base_kb = _status_kb("VmRSS")
+        step()
+        row["cpu_mb"] = (_status_kb("VmHWM") - base_kb) / 1024
+    else:  # fresh process per configuration: ru_maxrss over the step
+        base_kb = _status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step()
+        row["cpu_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) / 1024
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    row["ms"] = 1000 * statistics.median(times)
+    del model, opt, x
+    gc.collect()
+    return row
+
+
+def worker(configs: list[tuple[str, str, int]], batch: dict, steps: int) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    reset = _can_reset_hwm()
+    for net, method, n_steps in configs:
+        row = measure(net, method, n_steps, batch[net], steps if n_steps < 200 else max(1, steps - 1), reset)
+        print("ROW " + json.dumps(row), flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# orchestrator
+# --------------------------------------------------------------------------------------------------
+def _run_worker(configs, batch, steps) -> list[dict]:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads on a busy machine (see bench/lif.py)
+    arg = json.dumps({"configs": configs, "batch": batch, "steps": steps})
+    r = subprocess.run([sys.executable, __file__, "--worker", arg], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"worker failed for {configs[:1]}...:\n{r.stderr[-3000:]}")
+    rows = [json.loads(line[4:]) for line in r.stdout.splitlines() if line.startswith("ROW ")]
+    for row in rows:
+        _print_row(row)
+    return rows
+
+
+def _print_row(row: dict) -> None:
+    cuda = f"  {row['cuda_mb']:9.1f}" if "cuda_mb" in row else ""
+    print(f"{row['net']:5s} {row['method']:9s} T={row['T']:4d}  {row['cpu_mb']:9.1f} MB{cuda}  {row['ms']:9.1f} ms",
+          flush=True)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = sorted({r["net"] for r in rows}, reverse=True)
+    fig, axes = plt.subplots(1, len(nets), figsize=(5.5 * len(nets), 4), squeeze=False)
+    for ax, net in zip(axes[0], nets):
+        for method in METHODS:
+            pts = sorted((r["T"], r["cpu_mb"]) for r in rows if r["net"] == net and r["method"] == method)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=method)
+        ax.set(title=f"{net}: peak memory of one training step (CPU)", xlabel="time steps T",
+               ylabel="MB above model + optimiser + input")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="T = 25, 50 only and one timed step")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per configuration (median)")
+    ap.add_argument("--plot", default=str(ROOT / "bench" / "out" / "sltt_memory.png"))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        spec = json.loads(args.worker)
+        worker([tuple(c) for c in spec["configs"]], spec["batch"], spec["steps"])
+        return
+    t_list = (25, 50) if args.quick else T_LIST
+    steps = 1 if args.quick else args.steps
+    batch = {"mlp": 64, "conv": 16}
+    t0 = time.perf_counter()
+    print(f"{'net':5s} {'method':9s} {'T':6s}  {'CPU peak':>12s}  {'time/step':>12s}")
+    isolate = not _can_reset_hwm()
+    rows: list[dict] = []
+    for net in ("mlp", "conv"):
+        configs = [(net, m, t) for t in t_list for m in METHODS]
+        if net == "mlp" and 100 in t_list:
+            configs += [(net, m, 100) for m in EXTRA_T100]
+        if isolate:
+            for c in configs:
+                rows += _run_worker([c], batch, steps)
+        else:
+            rows += _run_worker(configs, batch, steps)
+    _plot(rows, Path(args.plot))
+
+    def get(method, n_steps, key, net="mlp"):
+        return next(r[key] for r in rows if r["net"] == net and r["method"] == method and r["T"] == n_steps)
+
+    t_ref = 100 if 100 in t_list else t_list[-1]
+    t_hi, t_lo = t_list[-1], (50 if 50 in t_list else t_list[0])
+    print(f"\nratios (mlp 700-256-256-20, B={batch['mlp']}; sltt = chunk 1, sltt_c10 = chunk 10):")
+    result = {"bench": "sltt"}
+    for method in ("sltt", "sltt_c10"):
+        sfx = "" if method == "sltt" else "_chunk10"
+        mem = get(method, t_ref, "cpu_mb") / get("bptt", t_ref, "cpu_mb")
+        grow = get(method, t_hi, "cpu_mb") / get(method, t_lo, "cpu_mb")
+        tim = get(method, t_ref, "ms") / get("bptt", t_ref, "ms")
+        print(f"  {method:9s} memory vs BPTT at T={t_ref}: {mem:.3f}   memory T={t_hi} / T={t_lo}: {grow:.3f}   "
+              f"time vs BPTT at T={t_ref}: {tim:.3f}")
+        result[f"mem_ratio_sltt_vs_bptt_T{t_ref}{sfx}"] = round(mem, 4)
+        result[f"sltt_mem_T{t_hi}_vs_T{t_lo}{sfx}"] = round(grow, 4)
+        result[f"time_ratio_sltt_vs_bptt_T{t_ref}{sfx}"] = round(tim, 4)
+    for method in ("sltt_k1", "sltt_k2") + (EXTRA_T100 if t_ref == 100 else ()):
+        result[f"mem_ratio_{method}_vs_bptt_T{t_ref}"] = round(get(method, t_ref, "cpu_mb") /
+                                                             get("bptt", t_ref, "cpu_mb"), 4)
+        result[f"time_ratio_{method}_vs_bptt_T{t_ref}"] = round(get(method, t_ref, "ms") / get("bptt", t_ref, "ms"), 4)
+    print(f"plot: {args.plot}   ({time.perf_counter() - t0:.0f} s)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
