@@ -10,8 +10,13 @@ Networks (float32, Adam, per-step cross-entropy):
 
 Methods: ``bptt`` (:class:`spike.train.strategy.BPTT`), ``sltt`` (``SLTT(chunk=1)``, the paper's
 step-by-step algorithm), ``sltt_c10`` (``SLTT(chunk=10)``: the same gradient, 10 steps per graph),
-``sltt_k1`` / ``sltt_k2`` (``SLTT(k=K)``, step by step), ``ff`` / ``mono`` (Forward-Forward with the
-label appended, Mono-Forward; MLP, T = 100 only).
+``sltt_k1`` / ``sltt_k2`` (``SLTT(k=K, chunk=10)``: a graph for the K chosen steps only, the other
+steps run without one in chunks of up to 10), ``ff`` / ``mono`` (Forward-Forward with the label
+appended, Mono-Forward; MLP, T = 100 only).
+
+Threads: one (``torch.set_num_threads(1)``, ``NUMBA_NUM_THREADS=1``) for every method by default,
+``--threads N`` to change it. On a shared 2-core machine a multi-threaded op waits for descheduled
+threads (about 0.5 ms per small op at load 10, measured), which swamps the step-by-step methods.
 
 Memory is what one training step adds on top of the model, the optimiser state and the input batch:
 
@@ -23,7 +28,8 @@ Memory is what one training step adds on top of the model, the optimiser state a
   ``ru_maxrss``.
 * CUDA (when present): ``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()`` before the step.
 
-Time: median of ``--steps`` steps after one warm-up step.
+Time: median of ``--steps`` steps after one warm-up step, in another process with the default
+``malloc`` settings (the ``mmap`` threshold above turns every medium-sized tensor into system calls).
 
 Usage::
 
@@ -85,8 +91,8 @@ def _build(net: str, method: str, n_steps: int, batch: int, device):
         shape, n_cls = (700,), 20
     else:
         shape, n_cls = (2, 32, 32), 10
-    strategies = {"bptt": BPTT(), "sltt": SLTT(), "sltt_c10": SLTT(chunk=10), "sltt_k1": SLTT(k=1),
-                  "sltt_k2": SLTT(k=2), "ff": ForwardForward(), "mono": MonoForward()}
+    strategies = {"bptt": BPTT(), "sltt": SLTT(), "sltt_c10": SLTT(chunk=10), "sltt_k1": SLTT(k=1, chunk=10),
+                  "sltt_k2": SLTT(k=2, chunk=10), "ff": ForwardForward(), "mono": MonoForward()}
     st = strategies[method]
     if method in EXTRA_T100:
         m = ModelConfig(kind="mlp", hidden=(256, 256), tau=10.0, dropout=0.0)
@@ -104,7 +110,8 @@ def _build(net: str, method: str, n_steps: int, batch: int, device):
     return model, opt, st, x, y
 
 
-def measure(net: str, method: str, n_steps: int, batch: int, steps: int, reset_hwm: bool) -> dict:
+def measure(net: str, method: str, n_steps: int, batch: int, steps: int, mode: str, reset_hwm: bool) -> dict:
+    """``mode="mem"``: peak memory of one step (after a warm-up step); ``"time"``: median step time."""
     import gc
     import resource
 
@@ -123,62 +130,63 @@ def measure(net: str, method: str, n_steps: int, batch: int, steps: int, reset_h
 
     step()  # warm-up: JIT, Adam state
     gc.collect()
-    row = {"net": net, "method": method, "T": n_steps, "B": batch}
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        row["cuda_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-    if reset_hwm:
-        _HWM.write_text("5")
-        base_kb = _status_kb("VmRSS")
-        step()
-        row["cpu_mb"] = (_status_kb("VmHWM") - base_kb) / 1024
-    else:  # fresh process per configuration: ru_maxrss over the step
-        base_kb = _status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        step()
-        row["cpu_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) / 1024
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    row["ms"] = 1000 * statistics.median(times)
+    row: dict = {"net": net, "method": method, "T": n_steps, "B": batch}
+    if mode == "mem":
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            step()
+            row["cuda_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        if reset_hwm:
+            _HWM.write_text("5")
+            base_kb = _status_kb("VmRSS")
+            step()
+            row["cpu_mb"] = (_status_kb("VmHWM") - base_kb) / 1024
+        else:  # fresh process per configuration: ru_maxrss over the step
+            base_kb = _status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            step()
+            row["cpu_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) / 1024
+    else:
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        row["ms"] = 1000 * statistics.median(times)
     del model, opt, x
     gc.collect()
     return row
 
 
-def worker(configs: list[tuple[str, str, int]], batch: dict, steps: int) -> None:
+def worker(configs: list[tuple[str, str, int]], batch: dict, steps: int, mode: str) -> None:
     import torch
 
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     reset = _can_reset_hwm()
     for net, method, n_steps in configs:
-        row = measure(net, method, n_steps, batch[net], steps if n_steps < 200 else max(1, steps - 1), reset)
+        row = measure(net, method, n_steps, batch[net], steps if n_steps < 200 else max(1, steps - 1), mode, reset)
         print("ROW " + json.dumps(row), flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
 # orchestrator
 # --------------------------------------------------------------------------------------------------
-def _run_worker(configs, batch, steps) -> list[dict]:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def _run_worker(configs, batch, steps, threads: int, mode: str) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "BENCH_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    if mode == "mem":  # large blocks from mmap, returned when freed: RSS follows live memory
+        env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="131072")
     if os.getloadavg()[0] > (os.cpu_count() or 1):
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads on a busy machine (see bench/lif.py)
-    arg = json.dumps({"configs": configs, "batch": batch, "steps": steps})
+    arg = json.dumps({"configs": configs, "batch": batch, "steps": steps, "mode": mode})
     r = subprocess.run([sys.executable, __file__, "--worker", arg], env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"worker failed for {configs[:1]}...:\n{r.stderr[-3000:]}")
-    rows = [json.loads(line[4:]) for line in r.stdout.splitlines() if line.startswith("ROW ")]
-    for row in rows:
-        _print_row(row)
-    return rows
+    return [json.loads(line[4:]) for line in r.stdout.splitlines() if line.startswith("ROW ")]
 
 
 def _print_row(row: dict) -> None:
-    cuda = f"  {row['cuda_mb']:9.1f}" if "cuda_mb" in row else ""
+    cuda = f"  {row['cuda_mb']:9.1f} MB" if "cuda_mb" in row else ""
     print(f"{row['net']:5s} {row['method']:9s} T={row['T']:4d}  {row['cpu_mb']:9.1f} MB{cuda}  {row['ms']:9.1f} ms",
           flush=True)
 
@@ -210,12 +218,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="T = 25, 50 only and one timed step")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per configuration (median)")
+    ap.add_argument("--threads", type=int, default=1, help="torch and numba threads for every method")
     ap.add_argument("--plot", default=str(ROOT / "bench" / "out" / "sltt_memory.png"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
-        worker([tuple(c) for c in spec["configs"]], spec["batch"], spec["steps"])
+        worker([tuple(c) for c in spec["configs"]], spec["batch"], spec["steps"], spec["mode"])
         return
     t_list = (25, 50) if args.quick else T_LIST
     steps = 1 if args.quick else args.steps
@@ -228,11 +237,14 @@ def main() -> None:
         configs = [(net, m, t) for t in t_list for m in METHODS]
         if net == "mlp" and 100 in t_list:
             configs += [(net, m, 100) for m in EXTRA_T100]
-        if isolate:
-            for c in configs:
-                rows += _run_worker([c], batch, steps)
-        else:
-            rows += _run_worker(configs, batch, steps)
+        mem = []  # memory and time in separate processes: the malloc settings for memory slow small allocations
+        for group in ([[c] for c in configs] if isolate else [configs]):
+            mem += _run_worker(group, batch, steps, args.threads, "mem")
+        timed = _run_worker(configs, batch, steps, args.threads, "time")
+        for m_row, t_row in zip(mem, timed):
+            row = {**m_row, "ms": t_row["ms"]}
+            _print_row(row)
+            rows.append(row)
     _plot(rows, Path(args.plot))
 
     def get(method, n_steps, key, net="mlp"):
@@ -240,8 +252,9 @@ def main() -> None:
 
     t_ref = 100 if 100 in t_list else t_list[-1]
     t_hi, t_lo = t_list[-1], (50 if 50 in t_list else t_list[0])
-    print(f"\nratios (mlp 700-256-256-20, B={batch['mlp']}; sltt = chunk 1, sltt_c10 = chunk 10):")
-    result = {"bench": "sltt"}
+    print(f"\nratios (mlp 700-256-256-20, B={batch['mlp']}, {args.threads} thread(s); sltt = chunk 1, "
+          f"sltt_c10 = chunk 10):")
+    result: dict = {"bench": "sltt"}
     for method in ("sltt", "sltt_c10"):
         sfx = "" if method == "sltt" else "_chunk10"
         mem = get(method, t_ref, "cpu_mb") / get("bptt", t_ref, "cpu_mb")
@@ -256,6 +269,7 @@ def main() -> None:
         result[f"mem_ratio_{method}_vs_bptt_T{t_ref}"] = round(get(method, t_ref, "cpu_mb") /
                                                              get("bptt", t_ref, "cpu_mb"), 4)
         result[f"time_ratio_{method}_vs_bptt_T{t_ref}"] = round(get(method, t_ref, "ms") / get("bptt", t_ref, "ms"), 4)
+    result["threads"] = args.threads
     print(f"plot: {args.plot}   ({time.perf_counter() - t0:.0f} s)")
     print(json.dumps(result))
 

@@ -167,13 +167,23 @@ def _records(spikes: list[Tensor]) -> dict[str, tuple[Tensor, Tensor | None]]:
 class FFNet(nn.Module):
     """A spiking MLP trained by Forward-Forward (see the module docstring).
 
+    The first layer's input current for input ``x`` and label ``l`` is computed without building the
+    label-embedded input: :math:`W [\hat x;\ l] + b = (W_x x) / (\operatorname{rms}(\bar x) + \epsilon)
+    + W_l l + b` (``in_proj`` holds :math:`W_x`, ``label_proj`` holds :math:`W_l, b`). The image part is
+    computed once per batch and shared by the positive, negative and neutral passes and by the ``C``
+    candidate labels of inference; it equals ``Linear(embed_label(normalise_rates(x), l))``.
+
     Args:
-        blocks: the hidden layers, each ``Sequential`` mapping ``[T, B, N_in] -> [T, B, N]`` spikes.
+        in_proj: ``Linear(D_img, N_0, bias=False)`` on the image features (``D_img = D`` for
+            ``"append"``, ``D - C`` for ``"replace"``: the first ``C`` features are replaced by the label).
+        blocks: the hidden layers, each a ``Sequential`` producing spikes ``[T, B, N_l]``; the first one
+            starts after its Linear (it receives the input current), the others with their Linear.
         n_inputs: flattened input features per step (without the label).
         n_classes: number of labels ``C``.
         label_scale: value of the one-hot label features.
         label_embedding: ``"append"`` or ``"replace"``.
         inference: ``"goodness"`` or ``"readout"``.
+        goodness_scale: :math:`\kappa` of :func:`goodness`.
 
     Shape:
         ``forward(x [T, B, ...]) -> SeqOutput(out [1, B, C], (), records)``: class scores (total goodness
@@ -184,8 +194,9 @@ class FFNet(nn.Module):
             fewer than 2 classes) or an option is unknown.
     """
 
-    def __init__(self, blocks: nn.ModuleList, n_inputs: int, n_classes: int, *, label_scale: float = 20.0,
-                 label_embedding: str = "append", inference: str = "goodness", goodness_scale: float = 20.0):
+    def __init__(self, in_proj: nn.Module, blocks: nn.ModuleList, n_inputs: int, n_classes: int, *,
+                 label_scale: float = 20.0, label_embedding: str = "append", inference: str = "goodness",
+                 goodness_scale: float = 20.0):
         super().__init__()
         if label_embedding not in LABEL_EMBEDDINGS:
             raise ConfigError(f"[train] ff_label_embedding must be one of {LABEL_EMBEDDINGS}, got {label_embedding!r}")
@@ -194,18 +205,26 @@ class FFNet(nn.Module):
                               f"got {inference!r}")
         if n_classes < 2:
             raise ConfigError(f"forward-forward needs >= 2 classes to draw a wrong (negative) label, got {n_classes}")
-        if label_embedding == "replace" and n_inputs < n_classes:
+        if label_embedding == "replace" and n_inputs <= n_classes:
             raise ConfigError(f"[train] ff_label_embedding = 'replace' writes the label over the first {n_classes} "
                               f"input features, but the input has only {n_inputs}; use 'append'")
         if not (label_scale > 0 and math.isfinite(label_scale)):
             raise ConfigError(f"[train] ff_label_scale must be a positive number, got {label_scale!r}")
         if not (goodness_scale > 0 and math.isfinite(goodness_scale)):
             raise ConfigError(f"[train] ff_goodness_scale must be a positive number, got {goodness_scale!r}")
+        d_img = n_inputs if label_embedding == "append" else n_inputs - n_classes
+        if getattr(in_proj, "in_features", d_img) != d_img or getattr(in_proj, "bias", None) is not None:
+            raise ValueError(f"in_proj must be a Linear({d_img}, N, bias=False) for {label_embedding!r}")
         self.goodness_scale = float(goodness_scale)
-        self.blocks = blocks
+        self.in_proj, self.blocks = in_proj, blocks
+        n0 = in_proj.out_features
+        self.label_proj = nn.Linear(n_classes, n0)
+        bound = 1.0 / math.sqrt(d_img + n_classes)  # as one Linear over the embedded input
+        nn.init.uniform_(self.label_proj.weight, -bound, bound)
+        nn.init.uniform_(self.label_proj.bias, -bound, bound)
         self.n_inputs, self.n_classes = n_inputs, n_classes
         self.label_scale, self.label_embedding, self.inference = float(label_scale), label_embedding, inference
-        widths = [self._width(b) for b in blocks]
+        widths = [n0] + [self._width(b) for b in list(blocks)[1:]]
         self.readout = nn.Linear(sum(widths), n_classes)
 
     @staticmethod
@@ -222,20 +241,35 @@ class FFNet(nn.Module):
                              f"built for {self.n_inputs}")
         return flat
 
-    def embed(self, flat: Tensor, labels: Tensor | None) -> Tensor:
-        return embed_label(flat, labels, self.n_classes, self.label_scale, self.label_embedding)
+    def image_drive(self, flat: Tensor) -> Tensor:
+        """The label-free part of the first layer's input current, ``[T, B, D] -> [T, B, N_0]``."""
+        rms = flat.mean(0).pow(2).mean(-1).sqrt()  # [B], the normalisation of normalise_rates
+        img = flat if self.label_embedding == "append" else flat[..., self.n_classes:]
+        return self.in_proj(img) / (rms + _EPS)[None, :, None]
 
-    def first_input(self, flat: Tensor, labels: Tensor | None) -> Tensor:
-        """Input of the first layer: the normalised flat input with the label embedded (``None``: neutral)."""
-        return self.embed(normalise_rates(flat), labels)
+    def label_drive(self, labels: Tensor | None, batch: int, like: Tensor) -> Tensor:
+        """``W_l l + b`` for one-hot labels ``[B]`` (``None``: neutral, every class ``scale / C``): ``[B, N_0]``."""
+        if labels is None:
+            lab = like.new_full((batch, self.n_classes), self.label_scale / self.n_classes)
+        else:
+            lab = F.one_hot(labels, self.n_classes).to(like.dtype) * self.label_scale  # [B, C]
+        return self.label_proj(lab)
 
-    def layer_spikes(self, h: Tensor) -> list[Tensor]:
-        """Spikes of every block for the first layer's input ``h`` (later blocks see the normalised layer below)."""
+    def layer_spikes(self, drive: Tensor) -> list[Tensor]:
+        """Spikes of every block for the first layer's input current ``drive [T, B, N_0]`` (later blocks
+        see the normalised spikes of the layer below)."""
         out = []
+        h = drive
         for i, block in enumerate(self.blocks):
             h = block(h if i == 0 else normalise_rates(h)).out
             out.append(h)
         return out
+
+    def spikes_for(self, flat: Tensor, labels: Tensor | None, image: Tensor | None = None) -> list[Tensor]:
+        """Spikes of every block for input ``flat`` with ``labels`` embedded (``image``: a precomputed
+        :meth:`image_drive`)."""
+        image = self.image_drive(flat) if image is None else image
+        return self.layer_spikes(image + self.label_drive(labels, flat.shape[1], flat)[None])
 
     def readout_features(self, spikes: list[Tensor]) -> Tensor:
         """Normalised rates of all layers, concatenated: ``[B, sum N_l]``."""
@@ -244,10 +278,11 @@ class FFNet(nn.Module):
     def goodness_scores(self, flat: Tensor) -> Tensor:
         """``[B, C]``: total goodness over layers for every candidate label."""
         b = flat.shape[1]
+        image = self.image_drive(flat)  # shared by all candidate labels
         scores = flat.new_zeros(b, self.n_classes)
         for c in range(self.n_classes):
             lab = torch.full((b,), c, dtype=torch.long, device=flat.device)
-            scores[:, c] = sum(goodness(s, self.goodness_scale) for s in self.layer_spikes(self.first_input(flat, lab)))
+            scores[:, c] = sum(goodness(s, self.goodness_scale) for s in self.spikes_for(flat, lab, image))
         return scores
 
     def forward(self, x: Tensor, state: Any = None, record: bool = False,  # type: ignore[override]
@@ -258,7 +293,7 @@ class FFNet(nn.Module):
         flat = self.flat_input(x)
         spikes: list[Tensor] = []
         if mode == "readout" or record:
-            spikes = self.layer_spikes(self.first_input(flat, None))
+            spikes = self.spikes_for(flat, None)
         if mode == "readout":
             scores = self.readout(self.readout_features(spikes))
         else:
@@ -318,18 +353,21 @@ def ff_backward(net: FFNet, x: Tensor, y: Tensor, theta: float, negatives: str =
         raise ConfigError(f"[train] ff_negatives must be one of {NEGATIVES}, got {negatives!r}")
     flat = net.flat_input(x)
     b = y.shape[0]
+    image = net.image_drive(flat)  # [T, B, N_0], shared by the neutral, positive and negative passes
     with torch.no_grad():
-        feats = net.readout_features(net.layer_spikes(net.first_input(flat, None)))  # neutral label
+        feats = net.readout_features(net.spikes_for(flat, None, image.detach()))  # neutral label
     scores = net.readout(feats)
     F.cross_entropy(scores, y).backward()
     probs = scores.detach().softmax(-1) if negatives == "hard" else None
     y_neg = negative_labels(y, net.n_classes, probs, generator)
-    h = torch.cat([net.first_input(flat, y), net.first_input(flat, y_neg)], dim=1)  # [T, 2B, D'] pos | neg
+    labels = net.label_drive(torch.cat([y, y_neg]), 2 * b, flat)  # [2B, N_0]
+    h = image.repeat(1, 2, 1) + labels[None]  # [T, 2B, N_0]: positive | negative
     total = 0.0
     for i, block in enumerate(net.blocks):
         s = block(h if i == 0 else normalise_rates(h)).out  # [T, 2B, N]; graph inside this block only
         g = goodness(s, net.goodness_scale)  # [2B]
-        loss = F.softplus(theta - g[:b]).mean() + F.softplus(g[b:] - theta).mean()  # -log σ(G+ - θ) - log(1 - σ(G- - θ))
+        # -log σ(G+ - θ) - log(1 - σ(G- - θ))
+        loss = F.softplus(theta - g[:b]).mean() + F.softplus(g[b:] - theta).mean()
         loss.backward()
         total += float(loss.detach())
         h = s.detach()
@@ -367,8 +405,15 @@ class ForwardForward:
     """Forward-Forward strategy; builds its :class:`FFNet` from a :class:`~spike.core.config.ModelConfig`.
 
     Args:
-        theta: goodness threshold :math:`\\theta`.
+        theta: goodness threshold :math:`\\theta` (``[train] ff_theta``).
+        goodness_scale: :math:`\\kappa` of :func:`goodness` (``ff_goodness_scale``).
         label_scale, label_embedding, inference: see :class:`FFNet`.
+        negatives: ``"random"`` or ``"hard"`` (see :func:`ff_backward`).
+
+    Example:
+        >>> strategy = ForwardForward()
+        >>> net = strategy.build_model(ModelConfig(hidden=(256, 256)), (2, 34, 34), 10)
+        >>> res = strategy.train_step(net, x, y, get_loss("mean_membrane"), optimizer, grad_clip=0.0)
     """
 
     theta: float = 4.0
@@ -400,10 +445,20 @@ class ForwardForward:
             raise ConfigError(f"forward_forward embeds the label in the flattened input and needs [model] kind = "
                               f"'mlp', got {m.kind!r}")
         n_in = math.prod(input_shape)
-        extra = n_classes if self.label_embedding == "append" else 0
-        blocks, _ = build_ff_blocks(m, input_shape, flat_inputs=n_in + extra)
-        return FFNet(blocks, n_in, n_classes, label_scale=self.label_scale, label_embedding=self.label_embedding,
-                     inference=self.inference, goodness_scale=self.goodness_scale)
+        if self.label_embedding == "replace" and n_in <= n_classes:
+            raise ConfigError(f"[train] ff_label_embedding = 'replace' writes the label over the first {n_classes} "
+                              f"input features, but the input has only {n_in}; use 'append'")
+        d_img = n_in if self.label_embedding == "append" else n_in - n_classes
+        blocks, _ = build_ff_blocks(m, input_shape, flat_inputs=max(d_img, 1))
+        first = list(blocks[0])
+        in_proj = Linear(d_img, first[0].out_features, bias=False)
+        with torch.no_grad():  # initialised as one Linear over the embedded input (d_img + C inputs)
+            bound = 1.0 / math.sqrt(d_img + n_classes)
+            in_proj.weight.uniform_(-bound, bound)
+        blocks[0] = Sequential(*first[1:])  # [BN] -> neuron -> [dropout]: receives the input current
+        return FFNet(in_proj, blocks, n_in, n_classes, label_scale=self.label_scale,
+                     label_embedding=self.label_embedding, inference=self.inference,
+                     goodness_scale=self.goodness_scale)
 
     def train_step(self, model, x, y, loss_fn, optimizer, grad_clip):
         net = unwrap(model)

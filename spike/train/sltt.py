@@ -197,7 +197,7 @@ def _forward_chunk(layers: Sequence[tuple[str, nn.Module]], x: Tensor, state: li
 
 def sltt_backward(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor], *,
                   k: int | None = None, chunk: int = 1, steps: Sequence[int] | None = None,
-                  generator: torch.Generator | None = None) -> tuple[float, Tensor]:
+                  generator: torch.Generator | None = None, reduce: str | None = None) -> tuple[float, Tensor]:
     """Accumulate the SLTT (or SLTT-K) gradient of ``model`` on one batch into ``.grad``.
 
     Args:
@@ -208,10 +208,12 @@ def sltt_backward(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Ten
         chunk: steps run together (memory grows with ``chunk``, not with ``T``; same gradient).
         steps: explicit steps to back-propagate (overrides ``k``; for tests).
         generator: random source for the ``k`` steps (default: torch's global RNG).
+        reduce: ``None`` returns the whole output ``[T, B, C]``; ``"mean"`` / ``"max"`` return its mean /
+            max over time ``[1, B, C]``, accumulated chunk by chunk, so nothing kept grows with ``T``.
 
     Returns:
         ``(loss, out)``: the per-step loss :math:`\\frac1T\\sum_t \\ell(o_t, y)` over *all* steps and the
-        detached output ``[T, B, C]``.
+        detached output (``[T, B, C]``, or ``[1, B, C]`` with ``reduce``).
 
     Raises:
         SLTTError: bad ``k``/``chunk``, a model that is not a ``Sequential``, a layer reducing over time.
@@ -245,9 +247,12 @@ def sltt_backward(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Ten
                   f"split over time steps); set [train] loss = 'per_step' to train and log the same objective")
     weight = 1.0 / len(sel)
     chosen = set(sel)
+    if reduce not in (None, "mean", "max"):
+        raise SLTTError(f"reduce must be None, 'mean' or 'max', got {reduce!r}")
     state: list[Any] = [None] * len(layers)
     masks: dict[int, Tensor] = {}
     outs: list[Tensor] = []
+    acc: Tensor | None = None  # running sum / max over time (reduce)
     total = 0.0  # (1/T) sum_t loss(o_t), over all steps, for the log
     for c0, c1, grad in _segments(n_steps, chosen, chunk):
         with torch.set_grad_enabled(grad):
@@ -258,8 +263,17 @@ def sltt_backward(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Ten
                 loss.backward()  # type: ignore[union-attr]
         total += sum(float(v.detach()) for v in losses) / n_steps
         state = detach_state(state)
-        outs.append(out.detach())
-    return total, torch.cat(outs)  # [T, B, C]
+        out = out.detach()
+        if reduce is None:
+            outs.append(out)
+        elif reduce == "mean":
+            acc = out.sum(0) if acc is None else acc + out.sum(0)  # [B, C]
+        else:
+            acc = out.amax(0) if acc is None else torch.maximum(acc, out.amax(0))
+    if reduce is None:
+        return total, torch.cat(outs)  # [T, B, C]
+    assert acc is not None
+    return total, (acc / n_steps if reduce == "mean" else acc).unsqueeze(0)  # [1, B, C]
 
 
 def _segments(n_steps: int, chosen: set[int], chunk: int) -> list[tuple[int, int, bool]]:
@@ -303,8 +317,12 @@ class SLTT:
                             f"([data] n_time_bins); choose 1 <= sltt_k <= {n_steps}")
 
     def train_step(self, model, x, y, loss_fn, optimizer, grad_clip):
+        """One SLTT update. ``StepResult.out`` is the output's mean (``max_membrane``: max) over time
+        ``[1, B, C]``, which gives the loss's class scores, so that no tensor kept grows with ``T``."""
+        name = getattr(loss_fn, "__name__", "")
+        reduce = "max" if name == "max_membrane" else ("mean" if name in ("per_step", "mean_membrane") else None)
         optimizer.zero_grad(set_to_none=True)
-        loss, out = sltt_backward(model, x, y, loss_fn, k=self.k, chunk=self.chunk)
+        loss, out = sltt_backward(model, x, y, loss_fn, k=self.k, chunk=self.chunk, reduce=reduce)
         sync_gradients(model)
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(unwrap(model).parameters(), grad_clip)

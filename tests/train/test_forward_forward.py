@@ -94,8 +94,8 @@ def _train(strategy, net, steps: int = 60, lr: float = 3e-3):
 
 
 def test_ff_goodness_separates_positive_from_negative_after_training():
-    strategy = ForwardForward(theta=0.2, label_scale=5.0)
-    net = _ff(theta=0.2, label_scale=5.0)
+    strategy = ForwardForward()  # the shipped defaults (theta 4, goodness scale 20, label scale 20)
+    net = _ff()
     x, y = _toy(64, seed=1)
     flat = net.flat_input(x)
 
@@ -103,16 +103,18 @@ def test_ff_goodness_separates_positive_from_negative_after_training():
         with torch.no_grad():
             torch.manual_seed(5)
             y_neg = negative_labels(y, C)
-            pos = net.layer_spikes(net.first_input(flat, y))
-            neg = net.layer_spikes(net.first_input(flat, y_neg))
-        return [float(goodness(p).mean() - goodness(n).mean()) for p, n in zip(pos, neg)]
+            pos = net.spikes_for(flat, y)
+            neg = net.spikes_for(flat, y_neg)
+        return [float(goodness(p, net.goodness_scale).mean() - goodness(n, net.goodness_scale).mean())
+                for p, n in zip(pos, neg)]
 
     before = gap()
     net.train()
     _train(strategy, net)
     after = gap()
-    assert all(a > 0.02 for a in after), after
-    assert all(a > b + 0.02 for a, b in zip(after, before)), (before, after)
+    print("goodness gap (positive - negative) per layer before/after:", before, after)
+    assert all(a > 0.5 for a in after), after  # goodness units: kappa * mean squared rate
+    assert all(a > b + 0.5 for a, b in zip(after, before)), (before, after)
     net.eval()
     xt, yt = _toy(64, seed=3)
     with torch.no_grad():
@@ -143,6 +145,20 @@ def test_embed_label_modes():
     neutral = embed_label(x, None, 4, 2.0, "append")
     assert torch.allclose(neutral[..., 6:], torch.full((3, 2, 4), 0.5))
     assert torch.equal(x, x.clone())  # input untouched
+
+
+@pytest.mark.parametrize("mode", ["append", "replace"])
+def test_first_layer_current_equals_linear_on_embedded_input(mode):
+    """The shared image drive + label drive is exactly one Linear over ``embed_label(normalise(x), y)``."""
+    net = _ff(label_embedding=mode, label_scale=3.0).double()
+    x, y = _toy(6)
+    x = x.double()
+    flat = net.flat_input(x)
+    current = net.image_drive(flat) + net.label_drive(y, 6, flat)[None]
+    w_img, w_lab, b = net.in_proj.weight, net.label_proj.weight, net.label_proj.bias
+    w = torch.cat([w_img, w_lab], 1) if mode == "append" else torch.cat([w_lab, w_img], 1)
+    emb = embed_label(normalise_rates(flat), y, C, 3.0, mode)
+    assert torch.allclose(current, emb @ w.t() + b, atol=1e-10)
 
 
 def test_normalisation_removes_goodness():
@@ -202,9 +218,9 @@ def test_ff_config_errors():
     with pytest.raises(ConfigError, match="ff_label_embedding"):
         get_strategy(_cfg(method="forward_forward", ff_label_embedding="prepend"))
     net = build_model_for(_cfg(method="forward_forward", ff_label_embedding="replace"), (12,), 10)
-    assert isinstance(net, FFNet) and net.blocks[0][0].in_features == 12
+    assert isinstance(net, FFNet) and net.in_proj.in_features == 2 and net.label_proj.in_features == 10
     net = build_model_for(_cfg(method="forward_forward"), (12,), 10)
-    assert net.blocks[0][0].in_features == 22
+    assert net.in_proj.in_features == 12 and net(torch.rand(3, 2, 12)).out.shape == (1, 2, 10)
     conv = build_model_for(config_from_dict({"train": {"method": "mono_forward"},
                                              "model": {"kind": "conv", "hidden": [4]}}), (2, 8, 8), 3)
     assert isinstance(conv, MonoNet) and conv(torch.rand(2, 1, 2, 8, 8)).out.shape == (1, 1, 3)
