@@ -5,36 +5,7 @@ Example:
     >>> events, sensor_size = read_events("recording.aedat4")  # doctest: +SKIP
 """
 
-from spike.io.readers import (
-    FORMATS,
-    EventFileError,
-    Recording,
-    decode_40bit,
-    decode_evt3,
-    detect_format,
-    read_aedat4,
-    read_bs1,
-    read_dat,
-    read_events,
-    read_evt2,
-    read_evt3,
-    read_nmnist,
-    read_npy,
-)
+from spike.io import readers as _readers
+from spike.io.readers import *  # noqa: F401,F403  (the public names are readers.__all__)
 
-__all__ = [
-    "FORMATS",
-    "EventFileError",
-    "Recording",
-    "decode_40bit",
-    "decode_evt3",
-    "detect_format",
-    "read_aedat4",
-    "read_bs1",
-    "read_dat",
-    "read_events",
-    "read_evt2",
-    "read_evt3",
-    "read_nmnist",
-    "read_npy",
-]
+__all__ = list(_readers.__all__)
