@@ -54,7 +54,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 T_LIST = (25, 50, 100, 200)
-METHODS = ("bptt", "sltt", "sltt_c10", "sltt_k1", "sltt_k2")
+METHODS = ("bptt", "sltt", "sltt_c10", "sltt_c25", "sltt_k1", "sltt_k2")
 EXTRA_T100 = ("ff", "mono")
 _HWM = Path("/proc/self/clear_refs")
 
@@ -91,7 +91,7 @@ def _build(net: str, method: str, n_steps: int, batch: int, device):
         shape, n_cls = (700,), 20
     else:
         shape, n_cls = (2, 32, 32), 10
-    strategies = {"bptt": BPTT(), "sltt": SLTT(), "sltt_c10": SLTT(chunk=10), "sltt_k1": SLTT(k=1, chunk=10),
+    strategies = {"bptt": BPTT(), "sltt": SLTT(), "sltt_c10": SLTT(chunk=10), "sltt_c25": SLTT(chunk=25), "sltt_k1": SLTT(k=1, chunk=10),
                   "sltt_k2": SLTT(k=2, chunk=10), "ff": ForwardForward(), "mono": MonoForward()}
     st = strategies[method]
     if method in EXTRA_T100:

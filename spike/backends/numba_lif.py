@@ -57,7 +57,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without numba
 else:
     _NUMBA_MISSING = None
 
-__all__ = ["supports", "multi_step"]
+__all__ = ["supports", "multi_step", "multi_step_spatial"]
 
 _SURROGATES = {"atan": 0, "sigmoid": 1, "fast_sigmoid": 2, "triangle": 3}
 _DTYPES = (torch.float32, torch.float64)
@@ -134,6 +134,23 @@ def multi_step(x: Tensor, state: LIFState | None, p: LIFDiscrete,
     Raises:
         BackendError: if :func:`supports` rejects the configuration or ``state`` does not match ``x``.
     """
+    return _multi_step(x, state, p, record, temporal=True)
+
+
+def multi_step_spatial(x: Tensor, state: LIFState | None, p: LIFDiscrete,
+                       record: bool = False) -> tuple[Tensor, LIFState, Tensor | None]:
+    r""":func:`multi_step` with the temporal gradient path cut (SLTT, Meng et al. 2023): the same forward
+    values, but the backward pass treats the state entering every step as a constant, i.e. the gradient
+    of the reference run with ``LIFState(v.detach(), s.detach())`` before each step. In the reverse
+    loop the carries :math:`\bar v_{t-1}` and (deferred reset) :math:`\bar s_{t-1}` are zero, so each
+    step's :math:`\bar x_t = g\,\bar h_t` is local; gradients of ``beta`` and ``gain`` keep their
+    per-step terms. No gradient reaches the initial ``state``.
+    """
+    return _multi_step(x, state, p, record, temporal=False)
+
+
+def _multi_step(x: Tensor, state: LIFState | None, p: LIFDiscrete, record: bool,
+                temporal: bool) -> tuple[Tensor, LIFState, Tensor | None]:
     reason = supports(p, x)
     if reason is not None:
         raise BackendError(f"backend 'numba' cannot run this lif configuration: {reason}")
@@ -154,7 +171,7 @@ def multi_step(x: Tensor, state: LIFState | None, p: LIFDiscrete,
         s0 = state.s.reshape(M)
     beta_m = _per_neuron(p.beta, step_shape, x.dtype)
     gain_m = _per_neuron(p.gain, step_shape, x.dtype)
-    cfg = _config(p, x.dtype, T, M)
+    cfg = _config(p, x.dtype, T, M, temporal)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x2, v0, s0, beta_m, gain_m)):
         spikes, v_t, s_t, trace = _LIFFunction.apply(x2, v0, s0, beta_m, gain_m, cfg, record)
     else:  # inference: no autograd node, no saved membrane
@@ -176,7 +193,7 @@ def _full(n: int, value: float, dtype: torch.dtype) -> Tensor:
     return torch.from_numpy(np.full(n, value, dtype=_NP_DTYPES[dtype]))
 
 
-def _config(p: LIFDiscrete, dtype: torch.dtype, T: int, M: int) -> tuple:
+def _config(p: LIFDiscrete, dtype: torch.dtype, T: int, M: int, temporal: bool = True) -> tuple:
     kind, param = p.surrogate.kernel_spec
     param = float(param)
     if kind == "atan":  # grad = (alpha/2) / (1 + (pi/2 * alpha * u)^2), constants as in ATan.grad
@@ -191,7 +208,7 @@ def _config(p: LIFDiscrete, dtype: torch.dtype, T: int, M: int) -> tuple:
     nthreads = torch.get_num_threads() if T * M >= _PARALLEL_MIN else 1
     chunk = min(_CHUNK_BYTES // np.dtype(np_dtype).itemsize, max(64, -(-M // nthreads)))
     chunk = -(-chunk // 16) * 16
-    return np.array(cst, dtype=np_dtype), _SURROGATES[kind], int(p.deferred), chunk, nthreads
+    return np.array(cst, dtype=np_dtype), _SURROGATES[kind], int(p.deferred), chunk, nthreads, int(temporal)
 
 
 class _LIFFunction(torch.autograd.Function):
@@ -210,7 +227,7 @@ class _LIFFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_spikes, g_v, g_s, g_trace):  # type: ignore[override]
         x2, h, v0, s0, beta_m, gain_m = ctx.saved_tensors
-        cst, sg_kind, deferred, chunk, nthreads = ctx.cfg
+        cst, sg_kind, deferred, chunk, nthreads, temporal = ctx.cfg
         T, M = x2.shape
         if ctx.h_overwritten:  # a second backward (retain_graph=True): the first one reused h for dL/dx
             h = _run_forward(x2, v0, s0, beta_m, gain_m, ctx.cfg, False, save_h=True)[4]
@@ -225,12 +242,12 @@ class _LIFFunction(torch.autograd.Function):
         ctx.h_overwritten = True
         gv0, gs0, gb, gg = (torch.empty_like(v0) for _ in range(4))
         head = (_np(x2), h.numpy(), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, sg_kind, deferred,
-                has_gs, has_gtr, int(need[3]), int(need[4]), chunk)
+                temporal, has_gs, has_gtr, int(need[3]), int(need[4]), chunk)
         tail = (_np(gs), _np(gtr), _np(gvT), _np(gsT), gx.numpy(), gv0.numpy(), gs0.numpy(), gb.numpy(),
                 gg.numpy())
         _launch(lambda c0, c1: _bwd_chunks(*head, c0, c1, *tail), -(-M // chunk), nthreads)
-        s0_used = deferred and cst[_KD] != 0.0 and (cst[_RA] != 0.0 or cst[_RB] != 0.0)
-        return (gx if need[0] else None, gv0 if need[1] else None,
+        s0_used = temporal and deferred and cst[_KD] != 0.0 and (cst[_RA] != 0.0 or cst[_RB] != 0.0)
+        return (gx if need[0] else None, gv0 if (need[1] and temporal) else None,
                 gs0 if (need[2] and s0_used) else None,
                 gb if need[3] else None, gg if need[4] else None, None, None)
 
@@ -241,7 +258,7 @@ def _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record: bool, save_h: bool):
     ``trace`` and ``h`` are ``[T, M]`` when recorded/saved, else a ``[1, M]`` scratch row; a saved
     ``h`` sits in rows 0..T-1 of a ``[T+1, M]`` buffer whose rows 1..T the backward reuses for dL/dx.
     """
-    cst, sg_kind, deferred, chunk, nthreads = cfg
+    cst, sg_kind, deferred, chunk, nthreads, _ = cfg
     T, M = x2.shape
     spikes = _empty_like(x2)
     h = _empty((T + 1, M), x2.dtype)[:T] if save_h else torch.empty(1, M, dtype=x2.dtype)
@@ -382,11 +399,12 @@ if numba is not None:
         s_out[lo:hi] = s
 
     @njit(**_JIT)
-    def _bwd_chunk(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, has_gs, has_gtr, need_gb, need_gg,
+    def _bwd_chunk(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb, need_gg,
                    lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover - compiled
         # neurons lo:hi, time reversed. h: [T, M] pre-reset membrane; gx: [T, M], which may be the
         # rows 1..T of h's buffer (row t+1 of h is dead by step t); gs/gtr: [T, M] or one [1, M] row
         # (has_* = 0); the rest [M]. Few passes per step: each extra pass costs as much as the math.
+        # temporal = 0 (SLTT): the carries to step t-1 (gv, gsc) are dropped after every step.
         T = x.shape[0]
         n = hi - lo
         vth, vr, one, zero = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO]
@@ -460,6 +478,9 @@ if numba is not None:
                     gv[j] = gg * b[j]
                     gsc[j] = zero
                     gl[j] = gg
+            if not temporal:
+                gv[:] = zero
+                gsc[:] = zero
             if need_gb:
                 for j in range(n):
                     gbl[j] += gl[j] * (vp[j] - vr)
@@ -482,9 +503,9 @@ if numba is not None:
                        min(M, (c + 1) * chunk), spikes, hsave, trace, v_out, s_out)
 
     @njit(nogil=True, **_JIT)
-    def _bwd_chunks(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, has_gs, has_gtr, need_gb, need_gg,
-                    chunk, c0, c1, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
+    def _bwd_chunks(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+                    need_gg, chunk, c0, c1, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
         M = x.shape[1]
         for c in range(c0, c1):
-            _bwd_chunk(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, has_gs, has_gtr, need_gb, need_gg,
-                       c * chunk, min(M, (c + 1) * chunk), gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)
+            _bwd_chunk(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+                       need_gg, c * chunk, min(M, (c + 1) * chunk), gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)

@@ -47,7 +47,7 @@ from spike.surrogate import Surrogate, spike_fn
 
 __all__ = [
     "RESETS", "RESET_TIMINGS", "DISCRETIZATIONS", "LIFParams", "LIFDiscrete", "LIFState",
-    "discretize", "init_state", "lif_step", "multi_step", "supports",
+    "discretize", "init_state", "charge", "lif_step", "multi_step", "supports",
 ]
 
 RESETS = ("subtract", "to_value", "none")
@@ -161,19 +161,25 @@ def _reset(h: Tensor, s: Tensor, p: LIFDiscrete) -> Tensor:
     return h
 
 
-def lif_step(x: Tensor, state: LIFState, p: LIFDiscrete) -> tuple[Tensor, LIFState]:
-    """One LIF step ``(x_t, state_{t-1}) -> (s_t, state_t)``; the reference for every backend."""
+def charge(x: Tensor, state: LIFState, p: LIFDiscrete) -> Tensor:
+    """The membrane before the spike decision, :math:`h_t` of the module equations (with the deferred
+    reset of :math:`s_{t-1}` already applied for ``reset_timing="deferred"``); used by :func:`lif_step`."""
     v, s_prev = state
     leak = p.v_rest + p.beta * (v - p.v_rest) if p.v_rest != 0.0 else p.beta * v
     drive = x if p.w_rec is None else x + s_prev @ p.w_rec.t()
     drive = drive if isinstance(p.gain, float) and p.gain == 1.0 else p.gain * drive
     if p.deferred:
         r = s_prev.detach() if p.detach_reset else s_prev
-        h = _reset(leak, r, p) + drive
-        s = spike_fn(h - p.v_th, p.surrogate)
-        return s, LIFState(h, s)
-    h = leak + drive
+        return _reset(leak, r, p) + drive
+    return leak + drive
+
+
+def lif_step(x: Tensor, state: LIFState, p: LIFDiscrete) -> tuple[Tensor, LIFState]:
+    """One LIF step ``(x_t, state_{t-1}) -> (s_t, state_t)``; the reference for every backend."""
+    h = charge(x, state, p)
     s = spike_fn(h - p.v_th, p.surrogate)
+    if p.deferred:
+        return s, LIFState(h, s)
     v_new = _reset(h, s.detach() if p.detach_reset else s, p)
     return s, LIFState(v_new, s)
 

@@ -103,6 +103,17 @@ class LIF(nn.Module):
         return self.params().tau
 
     def forward(self, x: Tensor, state: F.LIFState | None = None, record: bool = False) -> NeuronOutput:
+        p = self.check_input(x, state)
+        impl = resolve("lif", self.backend, p, x)
+        spikes, state, v = impl.multi_step(x, state, p, record)
+        return NeuronOutput(spikes, state, v)
+
+    def check_input(self, x: Tensor, state: F.LIFState | None = None) -> F.LIFDiscrete:
+        """Validate ``x [T, B, ...]`` and ``state`` for this layer; return the discretised parameters.
+
+        Raises:
+            ValueError: wrong rank/shape, non-finite input, or a state that does not match one step of ``x``.
+        """
         check_sequence(x, f"{type(self).__name__} input")
         if self.shape is not None and tuple(x.shape[2:]) != self.shape:
             raise ValueError(f"{type(self).__name__} expects [T, B, {', '.join(map(str, self.shape))}], "
@@ -110,10 +121,7 @@ class LIF(nn.Module):
         if state is not None and tuple(state.v.shape) != tuple(x.shape[1:]):
             raise ValueError(f"state.v has shape {tuple(state.v.shape)} but one step of the input has "
                              f"{tuple(x.shape[1:])}; pass state=None to start from rest")
-        p = F.discretize(self.params())
-        impl = resolve("lif", self.backend, p, x)
-        spikes, state, v = impl.multi_step(x, state, p, record)
-        return NeuronOutput(spikes, state, v)
+        return F.discretize(self.params())
 
     def extra_repr(self) -> str:
         p = self._template

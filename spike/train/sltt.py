@@ -61,14 +61,17 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from spike.neurons import IF, LI, LIF
-from spike.neurons.lif import LIFState, discretize, init_state, lif_step
+from spike.core.registry import resolve
+from spike.neurons.lif import LIFState, charge, discretize, init_state, lif_step
 from spike.neurons.scan import check_sequence
 from spike.synapses import MaxMembrane, MeanMembrane, SharedDropout, SpikeCount
 from spike.synapses.layers import BatchNorm1d, BatchNorm2d
 from spike.synapses.sequential import Sequential, is_stateful
 from spike.train.distributed import sync_gradients, unwrap
+from spike.train.losses import get_loss, per_step
 from spike.train.strategy import StepResult
 
 __all__ = ["SLTT", "SLTTError", "sltt_backward", "detach_state", "check_loss", "choose_steps",
@@ -144,15 +147,20 @@ def _lif_chunk(layer: LIF, x: Tensor, state: LIFState | None) -> tuple[Tensor, L
     if not torch.is_grad_enabled():
         res = layer(x, state)
         return res.spikes, res.state
+    p = layer.check_input(x, state)
+    spatial = getattr(resolve("lif", layer.backend, p, x), "multi_step_spatial", None)
+    if spatial is not None:  # a fused kernel whose backward drops the temporal carries itself
+        spikes, st, v = spatial(x, detach_state(state), p, isinstance(layer, LI))
+        return (v if isinstance(layer, LI) else spikes), detach_state(st)
     if x.shape[0] == 1:  # one step: the reference step itself from the detached state (no sequential pass)
-        p = discretize(layer.params())
         st0 = state if state is not None else init_state(x[0].detach(), p)
         spikes, st = lif_step(x[0], LIFState(st0.v.detach(), st0.s.detach()), p)
         return (st.v if isinstance(layer, LI) else spikes).unsqueeze(0), st
     with torch.no_grad():
         res = layer(x.detach(), state, record=True)  # fast sequential update: membrane after each step
-    p = discretize(layer.params())
     st0 = state if state is not None else init_state(x[0].detach(), p)
+    if p.w_rec is None and not any(isinstance(c, Tensor) and c.requires_grad for c in (p.beta, p.gain)):
+        return _spatial_chunk(layer, x, res, st0, p), res.state
     v_prev = torch.cat([st0.v.unsqueeze(0), res.v[:-1]])  # [C, B, ...] membrane before each step
     if isinstance(layer, LI):  # output is v; spikes of LI never feed back (reset none, no w_rec)
         s_prev = torch.zeros_like(v_prev)
@@ -160,6 +168,40 @@ def _lif_chunk(layer: LIF, x: Tensor, state: LIFState | None) -> tuple[Tensor, L
         s_prev = torch.cat([st0.s.unsqueeze(0), res.spikes[:-1]])  # [C, B, ...]
     spikes, st = lif_step(x, LIFState(v_prev, s_prev), p)  # vectorised over the chunk, graph: x -> h -> s
     return (st.v if isinstance(layer, LI) else spikes), res.state
+
+
+class _LocalGrad(torch.autograd.Function):
+    """``out`` (values computed without a graph) with the elementwise derivative ``d out / d x = local``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, out: Tensor, local: Tensor | float) -> Tensor:  # type: ignore[override]
+        if isinstance(local, Tensor):
+            ctx.save_for_backward(local)
+        ctx.local = None if isinstance(local, Tensor) else local
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        local = ctx.saved_tensors[0] if ctx.local is None else ctx.local
+        return (grad if isinstance(local, float) and local == 1.0 else grad * local), None, None
+
+
+def _spatial_chunk(layer: LIF, x: Tensor, res, st0: LIFState, p) -> Tensor:
+    r"""Fast path of :func:`_lif_chunk` for constant ``beta``/``gain`` and no recurrence: the spikes (LI:
+    membrane) of the plain forward ``res`` carry the spatial derivative only,
+    :math:`\partial s_t/\partial x_t = g\,\sigma'(h_t - v_\text{th})` (LI: :math:`\partial v_t/\partial x_t = g`),
+    with :math:`h_t` recomputed without a graph from the recorded membrane; no second autograd pass."""
+    if isinstance(layer, LI):  # reset none, no recurrence: v_t = h_t
+        return _LocalGrad.apply(x, res.v, p.gain if isinstance(p.gain, float) else p.gain.detach())
+    with torch.no_grad():
+        v_prev = torch.cat([st0.v.unsqueeze(0), res.v[:-1]])  # [C, B, ...] membrane before each step
+        s_prev = torch.cat([st0.s.unsqueeze(0), res.spikes[:-1]]) if p.deferred else v_prev  # unused if immediate
+        h = charge(x.detach(), LIFState(v_prev, s_prev), p)  # [C, B, ...] same values as the forward's
+        local = p.surrogate.grad(h - p.v_th)
+        if not (isinstance(p.gain, float) and p.gain == 1.0):
+            local = local * p.gain
+    return _LocalGrad.apply(x, res.spikes, local)
 
 
 def _stateful_chunk(layer: nn.Module, x: Tensor, state: Any) -> tuple[Tensor, Any]:
@@ -246,6 +288,8 @@ def sltt_backward(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Ten
         _say_once(f"spike: SLTT trains loss {loss_name!r} in its per-step form 1/T sum_t CE(o_t, y) (it does not "
                   f"split over time steps); set [train] loss = 'per_step' to train and log the same objective")
     weight = 1.0 / len(sel)
+    # the built-in losses SLTT accepts all equal CE(o_t, y) on one step: one vectorised call per chunk
+    per_step_form = loss_name in EXACT_LOSSES + PER_STEP_FORM_LOSSES and loss_fn is get_loss(loss_name)
     chosen = set(sel)
     if reduce not in (None, "mean", "max"):
         raise SLTTError(f"reduce must be None, 'mean' or 'max', got {reduce!r}")
@@ -257,11 +301,13 @@ def sltt_backward(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Ten
     for c0, c1, grad in _segments(n_steps, chosen, chunk):
         with torch.set_grad_enabled(grad):
             out = _forward_chunk(layers, x[c0:c1], state, masks)  # [C, B, C_out] (x is the input: no graph)
-            losses = [loss_fn(o.unsqueeze(0), y) for o in out.unbind(0)]  # per-step losses
+            if per_step_form:  # sum_t CE(o_t, y) over the chunk in one call: C * mean_t CE(o_t, y)
+                chunk_loss = per_step(out, y) * out.shape[0]
+            else:
+                chunk_loss = sum(loss_fn(o.unsqueeze(0), y) for o in out.unbind(0))  # per-step losses
             if grad:
-                loss = sum(losses) * weight
-                loss.backward()  # type: ignore[union-attr]
-        total += sum(float(v.detach()) for v in losses) / n_steps
+                (chunk_loss * weight).backward()  # type: ignore[union-attr]
+        total += float(chunk_loss.detach()) / n_steps  # type: ignore[union-attr]
         state = detach_state(state)
         out = out.detach()
         if reduce is None:

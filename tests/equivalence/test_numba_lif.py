@@ -17,6 +17,7 @@ from spike.backends import numba_lif as NB  # noqa: E402
 from spike.core.registry import BackendError, resolve  # noqa: E402
 from spike.neurons import LIF  # noqa: E402
 from spike.neurons import lif as F  # noqa: E402
+from spike.neurons.scan import scan  # noqa: E402
 from spike.surrogate import ATan, FastSigmoid, Sigmoid, Triangle  # noqa: E402
 
 SURROGATES = {"atan": ATan(1.7), "sigmoid": Sigmoid(3.0), "fast_sigmoid": FastSigmoid(9.0),
@@ -80,6 +81,43 @@ def test_matches_reference(reset, timing, detach, surrogate, dtype):
         assert torch.equal(st_nb.s, st_ref.s)
         for name, gn, gr in zip(("x", "v0", "s0", "tau"), g_nb, g_ref):
             _close_grad(gn, gr, rel, f"grad {name}, shape {shape}")
+
+
+def _detached_multi_step(x, state, p, record):
+    """The SLTT oracle: the reference step with the state entering every step detached."""
+    return scan(lambda xt, st, q: F.lif_step(xt, F.LIFState(st.v.detach(), st.s.detach()), q), x, state, p, record)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("surrogate", ["atan", "triangle"])
+@pytest.mark.parametrize("detach", [False, True], ids=["grad_reset", "detach_reset"])
+@pytest.mark.parametrize("timing", F.RESET_TIMINGS)
+@pytest.mark.parametrize("reset", F.RESETS)
+def test_spatial_matches_detached_reference(reset, timing, detach, surrogate, dtype):
+    """``multi_step_spatial`` (SLTT): same forward as ``multi_step``; gradients (x, learnable tau) equal
+    to the reference run with the temporal path cut before every step, none to the initial state."""
+    case = F.RESETS.index(reset) * 4 + F.RESET_TIMINGS.index(timing) * 2 + int(detach)
+    tau = torch.tensor(4.0, dtype=dtype, requires_grad=True)
+    params = F.LIFParams(tau=tau, v_th=0.9, v_reset=-0.3, v_rest=0.0 if case % 2 else -0.15, reset=reset,
+                         reset_timing=timing, detach_reset=detach, surrogate=SURROGATES[surrogate],
+                         decay_input=bool(case % 3))
+    atol, rel = TOL[dtype]
+    for k, shape in enumerate(SHAPES):
+        x, v0, s0, ws, wf = _inputs(shape, dtype, seed=100 + case * 10 + k)
+        results = []
+        for run in (_detached_multi_step, NB.multi_step_spatial, NB.multi_step):
+            p = F.discretize(params)
+            spikes, state, trace = run(x, F.LIFState(v0, s0), p, True)
+            grads = torch.autograd.grad(_loss(spikes, state, trace, ws, wf), [x, tau, v0], allow_unused=True)
+            results.append((spikes, trace, grads))
+        (s_ref, tr_ref, g_ref), (s_sp, tr_sp, g_sp), (s_full, _, g_full) = results
+        assert torch.equal(s_sp, s_ref) and torch.equal(s_full, s_ref)
+        torch.testing.assert_close(tr_sp, tr_ref, rtol=0, atol=atol)
+        _close_grad(g_sp[0], g_ref[0], rel, f"grad x, shape {shape}")
+        _close_grad(g_sp[1], g_ref[1], rel, f"grad tau, shape {shape}")
+        assert g_sp[2] is None and g_ref[2] is None  # the initial state is cut off as well
+        if shape[0] > 1:  # the cut matters: full BPTT gives another input gradient
+            assert float((g_full[0] - g_ref[0]).abs().max()) > 1e-3
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

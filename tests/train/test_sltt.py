@@ -256,7 +256,7 @@ def test_sltt_k_builds_graphs_only_for_chosen_steps(monkeypatch):
     one_step = _peak_saved_bytes(monkeypatch, lambda: sltt_backward(model, x, y, loss_fn, chunk=1))
     k_steps = _peak_saved_bytes(monkeypatch, lambda: sltt_backward(model, x, y, loss_fn, steps=[3, 11, 17], chunk=8))
     chunked = _peak_saved_bytes(monkeypatch, lambda: sltt_backward(model, x, y, loss_fn, chunk=8))
-    assert k_steps == one_step and chunked > 4 * one_step
+    assert k_steps == one_step and chunked > 3 * one_step  # an 8-step graph vs 1-step graphs
 
 
 def test_bad_settings_raise_clear_errors():
