@@ -9,7 +9,7 @@ Networks (float32, Adam, per-step cross-entropy):
   ``B = 16``, 5% input events (DVS-sized).
 
 Methods: ``bptt`` (:class:`spike.train.strategy.BPTT`), ``sltt`` (``SLTT(chunk=1)``, the paper's
-step-by-step algorithm), ``sltt_c10`` (``SLTT(chunk=10)``: the same gradient, 10 steps per graph),
+step-by-step algorithm), ``sltt_c10`` / ``sltt_c25`` (``SLTT(chunk=10 | 25)``: the same gradient, 10 or 25 steps per graph),
 ``sltt_k1`` / ``sltt_k2`` (``SLTT(k=K, chunk=10)``: a graph for the K chosen steps only, the other
 steps run without one in chunks of up to 10), ``ff`` / ``mono`` (Forward-Forward with the label
 appended, Mono-Forward; MLP, T = 100 only).
@@ -28,8 +28,10 @@ Memory is what one training step adds on top of the model, the optimiser state a
   ``ru_maxrss``.
 * CUDA (when present): ``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()`` before the step.
 
-Time: median of ``--steps`` steps after one warm-up step, in another process with the default
+Time: median of ``--steps`` rounds after one warm-up step, in another process with the default
 ``malloc`` settings (the ``mmap`` threshold above turns every medium-sized tensor into system calls).
+All methods of one ``(net, T)`` are built side by side and timed in interleaved rounds (one step of
+each per round, rotating the order), so a busy spell on the machine does not land on one method.
 
 Usage::
 
@@ -158,13 +160,55 @@ def measure(net: str, method: str, n_steps: int, batch: int, steps: int, mode: s
     return row
 
 
+def measure_times(net: str, methods: list[str], n_steps: int, batch: int, rounds: int) -> list[dict]:
+    """Median step time of every method at one ``(net, T)``, timed in interleaved rounds (each round
+    times one step of every method, in a rotated order), so load changes and allocator state hit every
+    method alike instead of whichever ran during a busy spell."""
+    import gc
+
+    import torch
+
+    from spike.train.losses import get_loss
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loss_fn = get_loss("per_step")
+    setups = {m: _build(net, m, n_steps, batch, dev) for m in methods}
+
+    def step(m):
+        model, opt, st, x, y = setups[m]
+        t0 = time.perf_counter()
+        st.train_step(model, x, y, loss_fn, opt, 0.0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for m in methods:  # warm-up: JIT, Adam state
+        step(m)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(rounds):
+        order = methods[r % len(methods):] + methods[:r % len(methods)]
+        for m in order:
+            gc.collect()
+            times[m].append(step(m))
+    return [{"net": net, "method": m, "T": n_steps, "B": batch, "ms": 1000 * statistics.median(times[m])}
+            for m in methods]
+
+
 def worker(configs: list[tuple[str, str, int]], batch: dict, steps: int, mode: str) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
+    if mode == "time":  # interleaved per (net, T)
+        groups: dict[tuple[str, int], list[str]] = {}
+        for net, method, n_steps in configs:
+            groups.setdefault((net, n_steps), []).append(method)
+        for (net, n_steps), methods in groups.items():
+            for row in measure_times(net, methods, n_steps, batch[net], steps if n_steps < 200 else max(1, steps - 1)):
+                print("ROW " + json.dumps(row), flush=True)
+        return
     reset = _can_reset_hwm()
     for net, method, n_steps in configs:
-        row = measure(net, method, n_steps, batch[net], steps if n_steps < 200 else max(1, steps - 1), mode, reset)
+        row = measure(net, method, n_steps, batch[net], steps, mode, reset)
         print("ROW " + json.dumps(row), flush=True)
 
 
@@ -217,7 +261,7 @@ def _plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="T = 25, 50 only and one timed step")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per configuration (median)")
+    ap.add_argument("--steps", type=int, default=5, help="timed rounds per configuration (median)")
     ap.add_argument("--threads", type=int, default=1, help="torch and numba threads for every method")
     ap.add_argument("--plot", default=str(ROOT / "bench" / "out" / "sltt_memory.png"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -241,8 +285,9 @@ def main() -> None:
         for group in ([[c] for c in configs] if isolate else [configs]):
             mem += _run_worker(group, batch, steps, args.threads, "mem")
         timed = _run_worker(configs, batch, steps, args.threads, "time")
-        for m_row, t_row in zip(mem, timed):
-            row = {**m_row, "ms": t_row["ms"]}
+        ms = {(r["method"], r["T"]): r["ms"] for r in timed}
+        for m_row in mem:
+            row = {**m_row, "ms": ms[(m_row["method"], m_row["T"])]}
             _print_row(row)
             rows.append(row)
     _plot(rows, Path(args.plot))
@@ -253,10 +298,10 @@ def main() -> None:
     t_ref = 100 if 100 in t_list else t_list[-1]
     t_hi, t_lo = t_list[-1], (50 if 50 in t_list else t_list[0])
     print(f"\nratios (mlp 700-256-256-20, B={batch['mlp']}, {args.threads} thread(s); sltt = chunk 1, "
-          f"sltt_c10 = chunk 10):")
+          f"sltt_cN = chunk N):")
     result: dict = {"bench": "sltt"}
-    for method in ("sltt", "sltt_c10"):
-        sfx = "" if method == "sltt" else "_chunk10"
+    for method in ("sltt", "sltt_c10", "sltt_c25"):
+        sfx = "" if method == "sltt" else "_chunk" + method[6:]
         mem = get(method, t_ref, "cpu_mb") / get("bptt", t_ref, "cpu_mb")
         grow = get(method, t_hi, "cpu_mb") / get(method, t_lo, "cpu_mb")
         tim = get(method, t_ref, "ms") / get("bptt", t_ref, "ms")

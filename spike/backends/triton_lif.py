@@ -36,7 +36,7 @@ import triton.language as tl
 
 from spike.neurons.lif import LIFDiscrete, LIFState
 
-__all__ = ["supports", "multi_step"]
+__all__ = ["supports", "multi_step", "multi_step_spatial"]
 
 _RESET = {"subtract": 0, "to_value": 1, "none": 2}
 _SURROGATE = {"atan": 0, "sigmoid": 1, "fast_sigmoid": 2, "triangle": 3}
@@ -148,7 +148,7 @@ def _lif_bwd(gspk_ptr, gtr_ptr, gvT_ptr, gsT_ptr, h_ptr, x_ptr, v0_ptr, s0_ptr, 
              gx_ptr, gv0_ptr, gs0_ptr, gbeta_ptr, ggain_ptr,
              T, M, N, v_th, v_reset, v_rest, sur_a,
              RESET: tl.constexpr, DEFERRED: tl.constexpr, DETACH: tl.constexpr, SUR: tl.constexpr,
-             HAS_GTR: tl.constexpr, NEED_GGAIN: tl.constexpr, BLOCK: tl.constexpr):
+             HAS_GTR: tl.constexpr, NEED_GGAIN: tl.constexpr, TEMPORAL: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
@@ -213,6 +213,9 @@ def _lif_bwd(gspk_ptr, gtr_ptr, gvT_ptr, gsT_ptr, h_ptr, x_ptr, v0_ptr, s0_ptr, 
             g_leak = gh
             carry_v = g_leak * beta
             carry_s = tl.full([BLOCK], 0.0, tl.float32)  # s_{t-1} does not enter step t
+        if not TEMPORAL:  # SLTT: the state entering step t is a constant, nothing flows to step t-1
+            carry_v = tl.full([BLOCK], 0.0, tl.float32)
+            carry_s = tl.full([BLOCK], 0.0, tl.float32)
         gbeta += g_leak * (v_prev - v_rest)
         if NEED_GGAIN:
             x = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
@@ -277,7 +280,7 @@ def _param_vec(val, feat: tuple[int, ...], like: Tensor) -> Tensor:
 class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x2, v0, s0, beta, gain, meta):  # type: ignore[override]
-        t, m, nfeat, p, record, interpret = meta
+        t, m, nfeat, p, record, interpret, _ = meta
         spikes = torch.empty_like(x2)
         need_grad = any(ctx.needs_input_grad[:5])
         h = torch.empty((t, m), device=x2.device, dtype=torch.float32) if need_grad else x2.new_empty(1, dtype=torch.float32)
@@ -296,7 +299,7 @@ class _FusedLIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_spk, g_vT, g_sT, g_tr):  # type: ignore[override]
-        t, m, nfeat, p, record, interpret = ctx.meta
+        t, m, nfeat, p, record, interpret, temporal = ctx.meta
         h, x2, v0, s0, beta, gain = ctx.saved_tensors
         need_ggain = x2 is not None
         g_spk = g_spk.contiguous() if g_spk is not None else torch.zeros((t, m), device=h.device, dtype=torch.float32)
@@ -315,16 +318,29 @@ class _FusedLIF(torch.autograd.Function):
                 (g_spk, g_tr, g_vT, g_sT, h, x2 if need_ggain else h, v0, s0, beta, gain,
                  gx, gv0, gs0, gbeta, ggain, t, m, nfeat, p.v_th, p.v_reset, p.v_rest, sur_a),
                 dict(RESET=_RESET[p.reset], DEFERRED=p.deferred, DETACH=p.detach_reset, SUR=_SURROGATE[sur_name],
-                     HAS_GTR=has_gtr, NEED_GGAIN=need_ggain, BLOCK=_BLOCK), interpret)
+                     HAS_GTR=has_gtr, NEED_GGAIN=need_ggain, TEMPORAL=temporal, BLOCK=_BLOCK), interpret)
         b = m // nfeat
         gb = gbeta.view(b, nfeat).sum(0) if ctx.needs_input_grad[3] else None  # [N]
         gg = ggain.view(b, nfeat).sum(0) if need_ggain else None
-        return gx, gv0, gs0, gb, gg, None
+        return gx, (gv0 if temporal else None), (gs0 if temporal else None), gb, gg, None
 
 
 def multi_step(x: Tensor, state: LIFState | None, p: LIFDiscrete,
                record: bool = False) -> tuple[Tensor, LIFState, Tensor | None]:
     """Fused multi-step LIF (same contract as :func:`spike.neurons.lif.multi_step`)."""
+    return _multi_step(x, state, p, record, temporal=True)
+
+
+def multi_step_spatial(x: Tensor, state: LIFState | None, p: LIFDiscrete,
+                       record: bool = False) -> tuple[Tensor, LIFState, Tensor | None]:
+    """:func:`multi_step` with the temporal gradient path cut (SLTT; see
+    :func:`spike.backends.numba_lif.multi_step_spatial`): same values, the backward kernel drops the
+    carries to step ``t-1``, no gradient to the initial state."""
+    return _multi_step(x, state, p, record, temporal=False)
+
+
+def _multi_step(x: Tensor, state: LIFState | None, p: LIFDiscrete, record: bool,
+                temporal: bool) -> tuple[Tensor, LIFState, Tensor | None]:
     reason = supports(p, x)
     if reason is not None:
         from spike.core.registry import BackendError
@@ -343,7 +359,7 @@ def multi_step(x: Tensor, state: LIFState | None, p: LIFDiscrete,
         s0 = state.s.reshape(m).contiguous()
     beta = _param_vec(p.beta, feat, x)
     gain = _param_vec(p.gain, feat, x)
-    meta = (t, m, nfeat, p, record, x.device.type == "cpu")
+    meta = (t, m, nfeat, p, record, x.device.type == "cpu", temporal)
     spikes, v_t, s_t, trace = _FusedLIF.apply(x2, v0, s0, beta, gain, meta)
     shape = (b, *feat)
     return (spikes.reshape(x.shape), LIFState(v_t.reshape(shape), s_t.reshape(shape)),

@@ -23,13 +23,18 @@ not with ``T`` (on CPU a chunk of 8-16 steps removes most of the per-step Python
 chunks the state is detached. Inside a chunk:
 
 * stateless layers (Linear, Conv, pooling, ...) run on the whole chunk at once;
-* :class:`~spike.neurons.LIF` / ``IF`` / ``LI`` first run their own (fast, e.g. numba) sequential
-  update without a graph to get the membrane before every step, then one vectorised
-  :func:`~spike.neurons.lif_step` recomputes the chunk with autograd from the *detached* previous
-  state (a one-step chunk is just ``lif_step`` from the detached state):
-  forward values are those of the plain forward, and the graph contains only the spatial path
-  :math:`x_t \to h_t \to s_t` (plus :math:`\beta`, :math:`g`, :math:`W_\text{rec}` applied to detached
-  state, so a learnable ``tau`` and recurrent weights still get their local gradient);
+* :class:`~spike.neurons.LIF` / ``IF`` / ``LI`` run their backend's ``multi_step_spatial`` when it
+  has one (numba): the fused forward kernel, and a backward kernel that drops the carries
+  :math:`\bar v_{t-1}`, :math:`\bar s_{t-1}` after every step, so one forward and one backward pass
+  per chunk as in BPTT. Other backends run their own forward without a graph and attach the spatial
+  derivative :math:`\partial s_t/\partial x_t = g\,\sigma'(h_t - v_\text{th})` with :math:`h_t`
+  recomputed (:func:`~spike.neurons.lif.charge`) from the recorded membrane; with a learnable ``tau``
+  or recurrent weights they recompute the chunk with autograd through
+  :func:`~spike.neurons.lif_step` from the *detached* previous state (a one-step chunk is just
+  ``lif_step`` from the detached state). Forward values are those of the plain forward, and the
+  gradient contains only the spatial path :math:`x_t \to h_t \to s_t` (plus :math:`\beta`, :math:`g`,
+  :math:`W_\text{rec}` applied to detached state, so a learnable ``tau`` and recurrent weights still get
+  their local gradient);
 * any other stateful layer (e.g. a delayed synapse whose state is its input history) is stepped one
   step at a time with its state detached before every step. For delays this means the delayed
   taps' weights (and delay parameters) are trained, but no gradient reaches the *earlier* inputs
@@ -37,7 +42,8 @@ chunks the state is detached. Inside a chunk:
 * :class:`~spike.synapses.SharedDropout` draws its mask once per batch and reuses it in every chunk,
   as in the whole-sequence forward.
 
-Losses: each configured loss is applied to every single-step output ``o_t[None]``. For
+Losses: each configured loss is applied to every single-step output ``o_t[None]`` (for the built-in
+losses as one vectorised per-step cross-entropy per chunk). For
 ``per_step`` this is exactly the configured loss; ``mean_membrane`` and ``max_membrane`` do not
 decompose over time, so SLTT trains their per-step form (``per_step``, TET-style) and says so once in
 the log; ``count`` and ``sum_softmax`` are refused by :func:`check_loss`.

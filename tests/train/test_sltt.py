@@ -117,6 +117,23 @@ def test_sltt_float32_numba_matches_oracle():
     assert _max_diff(_grads(model), g_ref) < 1e-6
 
 
+@pytest.mark.parametrize("neuron", [dict(), dict(reset_timing="deferred"), dict(learn_tau=True, shape=16)],
+                         ids=["lif", "deferred", "learn_tau"])
+def test_sltt_triton_interpreted_matches_oracle(monkeypatch, neuron):
+    """The Triton backend's spatial kernel (Triton's CPU interpreter) through the SLTT trainer."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    model = _net(neuron, "triton", torch.float32)
+    x, y = _data(torch.float32)
+    loss_fn = get_loss("per_step")
+    model.zero_grad()
+    reference_detached(model, x, y, loss_fn)
+    g_ref = _grads(model)
+    model.zero_grad()
+    sltt_backward(model, x, y, loss_fn, chunk=5)
+    assert _max_diff(_grads(model), g_ref) < 1e-5
+
+
 def test_sltt_differs_from_bptt():
     """The oracle is not vacuous: full BPTT (temporal path kept) gives another gradient."""
     model = _net({}, "reference")
