@@ -314,6 +314,14 @@ def main() -> None:
         result[f"mem_ratio_{method}_vs_bptt_T{t_ref}"] = round(get(method, t_ref, "cpu_mb") /
                                                              get("bptt", t_ref, "cpu_mb"), 4)
         result[f"time_ratio_{method}_vs_bptt_T{t_ref}"] = round(get(method, t_ref, "ms") / get("bptt", t_ref, "ms"), 4)
+    if any(r["net"] == "conv" for r in rows):  # the conv SNN: larger activations per step
+        for method in ("sltt", "sltt_c10", "sltt_c25", "sltt_k1"):
+            mem = get(method, t_ref, "cpu_mb", "conv") / get("bptt", t_ref, "cpu_mb", "conv")
+            tim = get(method, t_ref, "ms", "conv") / get("bptt", t_ref, "ms", "conv")
+            result[f"conv_mem_ratio_{method}_vs_bptt_T{t_ref}"] = round(mem, 4)
+            result[f"conv_time_ratio_{method}_vs_bptt_T{t_ref}"] = round(tim, 4)
+        print(f"  conv: time vs BPTT at T={t_ref}: " + ", ".join(
+            f"{m} {result[f'conv_time_ratio_{m}_vs_bptt_T{t_ref}']:.3f}" for m in ("sltt", "sltt_c10", "sltt_c25", "sltt_k1")))
     result["threads"] = args.threads
     print(f"plot: {args.plot}   ({time.perf_counter() - t0:.0f} s)")
     print(json.dumps(result))

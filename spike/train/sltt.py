@@ -19,7 +19,7 @@ Implementation. The network (a :class:`~spike.synapses.Sequential`) is run in ch
 ``chunk`` steps, each holding only back-propagated steps or only steps run without a graph (so
 SLTT-K never builds a graph for a step it does not back-propagate). ``chunk = 1`` is the paper's
 step-by-step algorithm; every chunk size gives the same gradient, and memory grows with the chunk,
-not with ``T`` (on CPU a chunk of 8-16 steps removes most of the per-step Python overhead). Between
+not with ``T`` (on CPU a chunk of 10-25 steps removes most of the per-step overhead). Between
 chunks the state is detached. Inside a chunk:
 
 * stateless layers (Linear, Conv, pooling, ...) run on the whole chunk at once;
