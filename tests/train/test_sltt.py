@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from spike.core.config import ConfigError, config_from_dict
-from spike.neurons import IF, LI, LIF
+from spike.neurons import IF, LI, LIF, UltraDLIF, UltraLIF
+from spike.neurons import ultralif as U
 from spike.neurons.lif import LIFState, discretize, init_state, lif_step
 from spike.neurons.scan import scan
 from spike.synapses import BatchNorm1d, Flatten, Linear, MeanMembrane, Sequential, SharedDropout
@@ -35,6 +36,11 @@ def reference_detached(model: Sequential, x, y, loss_fn, steps=None):
             p = discretize(layer.params())
             s, _, v = scan(_detached_step, h, init_state(h[0].detach(), p), p, record=True)
             h = v if isinstance(layer, LI) else s
+        elif isinstance(layer, (UltraLIF, UltraDLIF)):  # the pure step, state detached before every step
+            step = U.ultradlif_step if isinstance(layer, UltraDLIF) else U.ultralif_step
+            q = layer.params()
+            h, _, _ = scan(lambda xt, st, pp: step(xt, U.UltraState(st.v.detach(), st.s.detach()), pp), h,
+                           U.init_state(h[0].detach()), q)
         elif isinstance(layer, DelayedLinear):  # one step at a time, input history detached
             outs, st = [], None
             for xt in h.unbind(0):
@@ -200,6 +206,25 @@ def test_sltt_with_delays_matches_detached_reference():
     sltt_backward(model, x, y, loss_fn, chunk=5)
     assert _max_diff(_grads(model), g_ref) < 1e-6
     assert float(model[0].pos.grad.abs().sum()) > 0  # delay positions still learn
+
+
+@pytest.mark.parametrize("cls", [UltraLIF, UltraDLIF])
+def test_sltt_with_ultralif_matches_detached_reference(cls):
+    """UltraLIF / UltraDLIF (learnable temperature) are stepped with their state detached: the gradient
+    (incl. eps and tau) equals the oracle's, and differs from full BPTT's."""
+    torch.manual_seed(5)
+    model = Sequential(Linear(N_IN, 12), cls(learn_eps=True), Linear(12, 4), LI(tau=4.0)).double()
+    x, y = _data()
+    loss_fn = get_loss("per_step")
+    model.zero_grad()
+    reference_detached(model, x, y, loss_fn)
+    g_ref = _grads(model)
+    model.zero_grad()
+    sltt_backward(model, x, y, loss_fn, chunk=4)
+    assert _max_diff(_grads(model), g_ref) < 1e-6
+    model.zero_grad()
+    loss_fn(model(x).out, y).backward()
+    assert _max_diff(_grads(model), g_ref) > 1e-4
 
 
 def test_dropout_mask_shared_across_chunks_like_bptt():
