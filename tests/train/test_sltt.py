@@ -111,16 +111,20 @@ def test_sltt_gradient_equals_detached_bptt(neuron, backend):
         assert math.isclose(loss, float(loss_fn(out_ref, y)), rel_tol=1e-9)
 
 
-def test_sltt_float32_numba_matches_oracle():
-    model = _net({}, "auto", torch.float32)
+def _float32_sltt_vs_oracle(model, chunk: int) -> float:
+    """Largest gradient difference between SLTT and the detached oracle for a float32 model."""
     x, y = _data(torch.float32)
     loss_fn = get_loss("per_step")
     model.zero_grad()
     reference_detached(model, x, y, loss_fn)
     g_ref = _grads(model)
     model.zero_grad()
-    sltt_backward(model, x, y, loss_fn, chunk=4)
-    assert _max_diff(_grads(model), g_ref) < 1e-6
+    sltt_backward(model, x, y, loss_fn, chunk=chunk)
+    return _max_diff(_grads(model), g_ref)
+
+
+def test_sltt_float32_numba_matches_oracle():
+    assert _float32_sltt_vs_oracle(_net({}, "auto", torch.float32), chunk=4) < 1e-6
 
 
 @pytest.mark.parametrize("neuron", [dict(), dict(reset_timing="deferred"), dict(learn_tau=True, shape=16)],
@@ -129,15 +133,7 @@ def test_sltt_triton_interpreted_matches_oracle(monkeypatch, neuron):
     """The Triton backend's spatial kernel (Triton's CPU interpreter) through the SLTT trainer."""
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    model = _net(neuron, "triton", torch.float32)
-    x, y = _data(torch.float32)
-    loss_fn = get_loss("per_step")
-    model.zero_grad()
-    reference_detached(model, x, y, loss_fn)
-    g_ref = _grads(model)
-    model.zero_grad()
-    sltt_backward(model, x, y, loss_fn, chunk=5)
-    assert _max_diff(_grads(model), g_ref) < 1e-5
+    assert _float32_sltt_vs_oracle(_net(neuron, "triton", torch.float32), chunk=5) < 1e-5
 
 
 def test_sltt_differs_from_bptt():
