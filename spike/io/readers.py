@@ -209,9 +209,9 @@ def _prophesee_geometry(fields: dict[str, str]) -> tuple[int, int, int] | None:
 def _expelliarmus_read(path: Path, encoding: str) -> np.ndarray:
     try:
         from expelliarmus import Wizard
-    except ImportError as e:  # pragma: no cover - optional dependency
-        raise ImportError("reading EVT2/DAT files needs expelliarmus: "
-                          "pip install 'spike[readers]'") from e
+    except ImportError as e:  # pragma: no cover - a core dependency, missing only in a broken install
+        raise _fail(path, "reading EVT2/DAT files needs the expelliarmus package "
+                          "(a dependency of spike): pip install 'expelliarmus>=1.1'") from e
     suffix = ".dat" if encoding == "dat" else ".raw"
     if path.suffix != suffix:
         raise _fail(path, f"expelliarmus reads {encoding.upper()} only from '{suffix}' files; "
@@ -242,7 +242,11 @@ def read_aedat4(path: str | os.PathLike, *, sensor_size=None, sort: bool = False
     if magic != _AEDAT4_MAGIC:
         raise _fail(path, f"not an AEDAT 4.0 file (starts with {magic!r}, "
                           f"expected {_AEDAT4_MAGIC!r})")
-    import aedat
+    try:
+        import aedat
+    except ImportError as e:  # pragma: no cover - a core dependency, missing only in a broken install
+        raise _fail(path, "reading AEDAT4 files needs the aedat package (a dependency of spike): "
+                          "pip install 'aedat>=2.0'") from e
 
     try:
         decoder = aedat.Decoder(str(path))

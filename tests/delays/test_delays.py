@@ -37,6 +37,7 @@ def _naive(x, kernel):
 
 
 # --------------------------------------------------------------------------------------- oracle
+@pytest.mark.peers
 @pytest.mark.parametrize("sigma", [0.5, 1.7, 4.0])
 def test_matches_dcls_package_forward_and_gradients(sigma):
     dcls = pytest.importorskip("DCLS.construct.modules")
