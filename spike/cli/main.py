@@ -1,11 +1,14 @@
 """``spike`` console script.
 
-* ``spike train CONFIG [--device D] [--resume] [--set section.key=value ...]``
+* ``spike train CONFIG [--device D] [--resume [--force]] [--set section.key=value ...]``
 * ``spike eval CHECKPOINT [--device D] [--anytime [--epsilon E] [--sweep E ...]]``
 * ``spike energy CONFIG_OR_CHECKPOINT [--profile P] [--memory] [--anytime EPSILON]``
 * ``spike info``
 
 ``train`` and ``eval`` print their final metrics as one JSON object on the last line of output.
+A user error (a bad config value, a missing data set or checkpoint, a corrupted checkpoint, a
+``--resume`` whose config differs from the stored one) is one line ``spike <command>: error: ...``
+on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ def _parse_value(text: str):
 
 
 def _overrides(pairs: list[str]) -> dict:
+    from spike.core.config import ConfigError
+
     out = {}
     for item in pairs or []:
         key, sep, val = item.partition("=")
         if not sep:
-            raise SystemExit(f"spike: --set expects section.key=value, got {item!r}")
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
         out[key.strip()] = _parse_value(val.strip())
     return out
 
@@ -43,7 +48,7 @@ def cmd_train(args) -> dict:
     from spike.train.recipe import train_from_config
 
     cfg = load_config(args.config, _overrides(args.set))
-    return train_from_config(cfg, device=args.device, resume=args.resume, out_dir=args.out)
+    return train_from_config(cfg, device=args.device, resume=args.resume, out_dir=args.out, force=args.force)
 
 
 def cmd_eval(args) -> dict:
@@ -140,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="train from a TOML config")
     p.add_argument("config")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: [run] device, 'auto')")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run folder's last.pt (its stored config must match)")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: continue although the config differs (both configs are recorded)")
     p.add_argument("--out", default=None, help="run folder (default: [run] out_dir / name)")
     p.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="override config values")
     p = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
@@ -181,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from spike.core.config import ConfigError
     from spike.core.registry import BackendError
+    from spike.data import nmnist_small
+    from spike.data.datasets import DatasetNotFound
     from spike.train.trainer import CheckpointError
+
+    user_errors = (ConfigError, CheckpointError, BackendError, DatasetNotFound, nmnist_small.DatasetNotFound,
+                   ValueError)
 
     try:
         if args.command == "train":
@@ -194,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             result = info()
             for k, v in result.items():
                 print(f"{k}: {v}")
-    except (ConfigError, CheckpointError, BackendError, ValueError) as e:
-        print(f"spike {args.command}: error: {e}", file=sys.stderr)
+    except user_errors as e:
+        msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())  # always one line
+        print(f"spike {args.command}: error: {msg or type(e).__name__}", file=sys.stderr)
         return 2
     print(json.dumps(result, sort_keys=True, default=str))
     return 0

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import math
+import re
 import sys
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +33,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "Config",
-           "load_config", "config_from_dict", "config_to_dict"]
+           "load_config", "config_from_dict", "config_to_dict", "validate_config", "check_device", "RULES"]
 
 
 class ConfigError(ValueError):
@@ -168,49 +171,243 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     return True, value
 
 
-def _build(cls: type, data: Any, where: str, source: str) -> Any:
+def _fmt(value: Any) -> str:
+    """``value`` written as in TOML (``inf``, ``"a"``, ``[1, 2]``, ``true``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_fmt(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# value ranges: one rule per numeric (or otherwise constrained) field; a rule returns the problem or None
+# --------------------------------------------------------------------------------------------------
+
+Rule = Callable[[Any], "str | None"]
+
+
+def _int(lo: int, note: str = "") -> Rule:
+    def rule(v: Any) -> str | None:
+        ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo
+        return None if ok else f"must be an integer >= {lo}{note}"
+    return rule
+
+
+def _num(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+         inf_ok: bool = False, note: str = "") -> Rule:
+    """A float in the given (half-)open or closed range; finite unless ``inf_ok`` (then ``+inf`` passes)."""
+    if lo is not None and hi is not None:
+        want = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        want = f"a {'' if inf_ok else 'finite '}number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        want = "a finite number"
+    if inf_ok:
+        want += " (inf allowed)"
+
+    def rule(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"must be {want}{note}"
+        if math.isnan(v) or (math.isinf(v) and not (inf_ok and v > 0)):
+            return f"must be {want}{note}"
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {want}{note}"
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return f"must be {want}{note}"
+        return None
+    return rule
+
+
+def _nonempty(v: str) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+_DEVICE_HINT = 'must be "auto", "cpu", "cuda", "cuda:N" or "mps"'
+
+
+def _device(v: str) -> str | None:
+    return None if isinstance(v, str) and _DEVICE.fullmatch(v) else _DEVICE_HINT
+
+
+def check_device(name: str, what: str = "device") -> str:
+    """``name`` if it is a device string spike accepts (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``).
+
+    Raises:
+        ConfigError: ``<what> = "<name>": must be ...``.
+    """
+    if _device(name) is not None:
+        raise ConfigError(f"{what} = {_fmt(name)}: {_DEVICE_HINT}")
+    return name
+
+
+def _sizes(v: tuple) -> tuple[str, Any, str] | str | None:
+    """Layer sizes: every element an integer >= 1 (returns ``(suffix, element, problem)`` for a bad one)."""
+    if not isinstance(v, (list, tuple)):
+        return "must be a list of layer sizes"
+    for i, h in enumerate(v):
+        if isinstance(h, bool) or not isinstance(h, int):
+            return f"[{i}]", h, "must be an integer >= 1 (a layer size)"
+        if h < 1:
+            return f"[{i}]", h, "must be an integer >= 1 (a layer size; 0 would be a layer without neurons)"
+    return None
+
+
+#: ``RULES[section][key]``: the range check of every numeric field (strings naming a method, neuron,
+#: loss, ... are checked where they are used, by the registries that know the choices).
+RULES: dict[str, dict[str, Rule]] = {
+    "run": {"name": _nonempty, "seed": _int(0), "out_dir": _nonempty, "device": _device},
+    "data": {
+        "root": _nonempty,
+        "n_time_bins": _int(1),
+        "batch_size": _int(1),
+        "eval_batch_size": _int(1),
+        "num_workers": _int(0),
+        "contrast_threshold": _num(0, lo_open=True),
+        "val_fraction": _num(0, 1, hi_open=True),
+    },
+    "model": {
+        "hidden": _sizes,
+        "tau": _num(0, lo_open=True, inf_ok=True, note=" (inf: no leak)"),
+        "dt": _num(0, lo_open=True),
+        "v_th": _num(0, lo_open=True),
+        "v_reset": _num(),
+        "surrogate_param": _num(0, note=" (0: the surrogate's default)"),
+        "dropout": _num(0, 1, hi_open=True),
+        "readout_tau": _num(0, lo_open=True, inf_ok=True, note=" (inf: no leak)"),
+        "max_delay": _int(0),
+        "delay_sigma_init": _num(0, note=" (0: max_delay / 2)"),
+        "delay_pad": _int(-1, " (-1: max_delay // 2)"),
+        "ultra_tau": _num(0, 1, lo_open=True),
+        "ultra_eps": _num(0, lo_open=True),
+        "ultra_eps_min": _num(0, lo_open=True),
+        "ultra_eps_max": _num(0, lo_open=True),
+        "sparsity_penalty": _num(0),
+    },
+    "train": {
+        "epochs": _int(1),
+        "lr": _num(0, lo_open=True),
+        "weight_decay": _num(0),
+        "momentum": _num(0, 1, hi_open=True),
+        "grad_clip": _num(0, note=" (the largest gradient norm; 0: no clipping)"),
+        "checkpoint_every": _int(1, " (epochs between checkpoints)"),
+        "rcs_weight": _num(0, note=" (0: off)"),
+        "lr_positions": _num(note=" (< 0: one parameter group with lr)"),
+        "delay_sigma_floor": _num(0, lo_open=True),
+        "delay_sigma_decay": _num(0, 1),
+        "sltt_k": _int(0, " (0: unused; method = 'sltt_k' needs sltt_k >= 1)"),
+        "sltt_chunk": _int(1),
+        "ff_theta": _num(),
+        "ff_goodness_scale": _num(0, lo_open=True),
+        "ff_label_scale": _num(0, lo_open=True),
+    },
+}
+
+
+def _cross_checks(cfg: Config) -> list[tuple[str, str, str]]:
+    """Checks between fields: ``[(section, key, problem)]``."""
+    m = cfg.model
+    out = []
+    if m.v_reset >= m.v_th:
+        out.append(("model", "v_reset", f"must be below v_th = {_fmt(m.v_th)}"))
+    if m.ultra_eps_min > m.ultra_eps_max:
+        out.append(("model", "ultra_eps_max", f"must be >= ultra_eps_min = {_fmt(m.ultra_eps_min)}"))
+    elif not m.ultra_eps_min <= m.ultra_eps <= m.ultra_eps_max:
+        out.append(("model", "ultra_eps", f"must lie in [ultra_eps_min, ultra_eps_max] = "
+                                          f"[{m.ultra_eps_min:g}, {m.ultra_eps_max:g}]"))
+    return out
+
+
+def validate_config(cfg: Config, source: str = "<config>", origins: dict[str, str] | None = None) -> Config:
+    """Check every field of ``cfg`` against :data:`RULES` and the cross-field checks; returns ``cfg``.
+
+    Args:
+        cfg: the configuration.
+        source: where it came from (a file name), written first in the message.
+        origins: ``{"train.lr": "--set train.lr (on x.toml)"}`` for keys that came from somewhere else.
+
+    Raises:
+        ConfigError: ``<source>: [<section>] <key> = <value>: <problem>`` for the first bad field.
+    """
+    origins = origins or {}
+    for section, rules in RULES.items():
+        sub = getattr(cfg, section)
+        for key, rule in rules.items():
+            value = getattr(sub, key)
+            problem = rule(value)
+            if problem is None:
+                continue
+            where = origins.get(f"{section}.{key}", source)
+            if isinstance(problem, tuple):  # an element of a list
+                suffix, value, problem = problem
+                key = key + suffix
+            raise ConfigError(f"{where}: [{section}] {key} = {_fmt(value)}: {problem}")
+    for section, key, problem in _cross_checks(cfg):
+        where = origins.get(f"{section}.{key}", source)
+        raise ConfigError(f"{where}: [{section}] {key} = {_fmt(getattr(getattr(cfg, section), key))}: {problem}")
+    return cfg
+
+
+def _build(cls: type, data: Any, where: str, source: str, origins: dict[str, str]) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: [{where}] must be a table, got {type(data).__name__}")
+        raise ConfigError(f"{origins.get(where, source)}: [{where}] must be a table, got {type(data).__name__}")
     known = {f.name: f for f in fields(cls)}
     kwargs = {}
     for key, value in data.items():
+        src = origins.get(f"{where}.{key}", source)
         if key not in known:
             hint = difflib.get_close_matches(key, known, n=1)
-            raise ConfigError(f"{source}: unknown key {key!r} in [{where}]"
+            raise ConfigError(f"{src}: unknown key {key!r} in [{where}]"
                               + (f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {sorted(known)}"))
         f = known[key]
         if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
-            kwargs[key] = _build(f.default_factory, value, f"{where}.{key}" if where else key, source)
+            kwargs[key] = _build(f.default_factory, value, f"{where}.{key}" if where else key, source, origins)
             continue
         ok, conv = _type_ok(value, f.type)
         if not ok:
-            raise ConfigError(f"{source}: key {key!r} in [{where}] must be {f.type}, got {value!r}")
+            raise ConfigError(f"{src}: key {key!r} in [{where}] must be {f.type}, got {_fmt(value)}")
         kwargs[key] = conv
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict, source: str = "<dict>") -> Config:
-    """Build a :class:`Config` from nested dicts, rejecting unknown keys and wrong types."""
+def config_from_dict(data: dict, source: str = "<dict>", origins: dict[str, str] | None = None) -> Config:
+    """Build a validated :class:`Config` from nested dicts, rejecting unknown keys, wrong types and
+    out-of-range values (:func:`validate_config`).
+
+    Args:
+        data: ``{"train": {"lr": 1e-3}, ...}``.
+        source: named in error messages (the file it came from).
+        origins: ``{"section.key": label}`` naming keys that came from elsewhere (``--set``).
+    """
+    origins = origins or {}
     known = {f.name: f for f in fields(Config)}
     kwargs = {}
     for section, value in data.items():
         if section not in known:
             hint = difflib.get_close_matches(section, known, n=1)
-            raise ConfigError(f"{source}: unknown section [{section}]"
+            src = next((o for k, o in origins.items() if k.partition(".")[0] == section), source)
+            raise ConfigError(f"{src}: unknown section [{section}]"
                               + (f"; did you mean [{hint[0]}]?" if hint else f"; known: {sorted(known)}"))
-        kwargs[section] = _build(known[section].default_factory, value, section, source)  # type: ignore[arg-type]
-    return Config(**kwargs)
+        kwargs[section] = _build(known[section].default_factory, value, section, source,  # type: ignore[arg-type]
+                                 origins)
+    return validate_config(Config(**kwargs), source, origins)
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:
-    """Load a TOML file into a frozen :class:`Config`.
+    """Load a TOML file into a frozen, validated :class:`Config`.
 
     Args:
         path: the ``.toml`` file.
-        overrides: ``{"train.epochs": 2, ...}`` applied on top of the file.
+        overrides: ``{"train.epochs": 2, ...}`` applied on top of the file (``spike train --set``);
+            errors in them are named as ``--set train.epochs (on <path>)``.
 
     Raises:
-        ConfigError: naming the file and the offending key.
+        ConfigError: naming the file (or the override) and the offending key.
     """
     path = Path(path)
     if not path.is_file():
@@ -219,12 +416,17 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    origins = {}
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        if not key:
-            raise ConfigError(f"override {dotted!r} must look like section.key=value")
-        data.setdefault(section, {})[key] = value
-    return config_from_dict(data, str(path))
+        if not key or not section:
+            raise ConfigError(f"--set {dotted}: must look like section.key=value")
+        origins[dotted] = f"--set {dotted} (on {path})"
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origins[dotted]}: [{section}] in the file is not a table")
+        table[key] = value
+    return config_from_dict(data, str(path), origins)
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -6,6 +6,7 @@ Every builder returns a :class:`DataBundle` of two map-style datasets yielding `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -84,15 +85,23 @@ def _nmnist_small(cfg: DataConfig, seed: int) -> DataBundle:
     from spike.data import nmnist_small as nm
     from spike.data.cache import load_or_build
 
-    duration = int(cfg.options.get("duration_us", nm.DURATION_US))
     unknown = set(cfg.options) - {"duration_us"}
     if unknown:
-        raise ConfigError(f"[data.options] unknown key(s) {sorted(unknown)} for dataset 'nmnist_small'")
+        raise ConfigError(f"[data.options] unknown key(s) {sorted(unknown)} for dataset 'nmnist_small'; "
+                          f"known: ['duration_us']")
+    duration = cfg.options.get("duration_us", nm.DURATION_US)
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration < math.inf:
+        raise ConfigError(f"[data.options] duration_us = {duration!r}: must be a positive number of microseconds")
+    duration = int(duration)
     cache_dir = (Path(cfg.root) / ".spike_cache") if cfg.cache else None
     splits = {}
     for split in ("train", "test"):
         def build(split=split):
-            ev, y = nm.read_split(cfg.root, split)
+            try:
+                ev, y = nm.read_split(cfg.root, split)
+            except nm.DatasetNotFound as e:
+                raise nm.DatasetNotFound(f"[data] root = {cfg.root!r}: dataset 'nmnist_small' not found: {e}") \
+                    from None
             return {"frames": nm.bin_events(ev, cfg.n_time_bins, duration), "labels": y}
 
         params = {"dataset": "nmnist_small", "split": split, "n_time_bins": cfg.n_time_bins,
@@ -118,9 +127,13 @@ def _shd(cfg: DataConfig, seed: int) -> DataBundle:
     if unknown:
         raise ConfigError(f"[data.options] unknown key(s) {sorted(unknown)} for dataset 'shd'; "
                           f"known: ['channel_group', 'dt_ms']")
-    dt_ms, group = float(cfg.options.get("dt_ms", 10.0)), int(cfg.options.get("channel_group", 5))
-    if not dt_ms > 0 or group < 1 or shd.N_CHANNELS % group:
-        raise ConfigError(f"[data.options] shd needs dt_ms > 0 and channel_group dividing 700, got {dt_ms}, {group}")
+    dt_ms, group = cfg.options.get("dt_ms", 10.0), cfg.options.get("channel_group", 5)
+    if isinstance(dt_ms, bool) or not isinstance(dt_ms, (int, float)) or not 0 < dt_ms < math.inf:
+        raise ConfigError(f"[data.options] dt_ms = {dt_ms!r}: must be a positive number of milliseconds")
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1 or shd.N_CHANNELS % group:
+        raise ConfigError(f"[data.options] channel_group = {group!r}: must be an integer dividing "
+                          f"{shd.N_CHANNELS} (channels summed into one)")
+    dt_ms = float(dt_ms)
     cache_dir = (Path(cfg.root) / ".spike_cache") if cfg.cache else None
     splits = {}
     for split in ("train", "test"):

@@ -172,20 +172,21 @@ def _extract_inner(spec: DatasetSpec, base: Path) -> None:
 
 
 def _not_found(spec: DatasetSpec, root: Path, failure: BaseException | None, download: bool) -> DatasetNotFound:
+    """One line: what is expected where, what is missing, and why nothing was downloaded."""
     base = root / spec.tonic_class
     missing = {id(n): why for n, why in _missing(spec, base)}
-    lines = [f"dataset {spec.name!r} not found. Expected these files under {base} (tonic's layout: "
-             f"tonic.datasets.{spec.tonic_class}(save_to={str(root)!r})), or directly under {root}:"]
-    for need in spec.needs:
-        lines.append(f"  {base / need.shown}   ({missing.get(id(need), 'present')})")
-    lines.append(f"The archives {', '.join(spec.archives)} are not needed once extracted "
-                 f"(source: {spec.source}; see {spec.readme}).")
+    expected = ", ".join(f"{base / need.shown} ({missing.get(id(need), 'present')})" for need in spec.needs)
     if failure is not None:
-        lines.append(f"Download into {base} failed: {type(failure).__name__}: {failure}")
+        why = f"download into {base} failed: {type(failure).__name__}: {failure}"
     elif not download:
-        lines.append("Downloading is off ([data.options] download = false); set it to true to let tonic "
-                     f"download into {base}, or put the files there.")
-    return DatasetNotFound("\n".join(lines))
+        why = ("downloading is off ([data.options] download = false; set it to true to let tonic download "
+               f"into {base})")
+    else:
+        why = "not downloaded"
+    msg = (f"[data] root = {str(root)!r}: dataset {spec.name!r} not found: expected {expected} "
+           f"(tonic's layout, or the same files directly under {root}); {why}; "
+           f"archives {', '.join(spec.archives)} from {spec.source}, see {spec.readme}")
+    return DatasetNotFound(" ".join(msg.split("\n")))
 
 
 def locate(name: str, root: str | Path, *, download: bool = True) -> Path:
@@ -208,12 +209,16 @@ def locate(name: str, root: str | Path, *, download: bool = True) -> Path:
         import tonic.datasets
 
         cls = getattr(tonic.datasets, spec.tonic_class)
+        created = [d for d in (*reversed(root.parents), root, root / spec.tonic_class) if not d.exists()]
         try:
             root.mkdir(parents=True, exist_ok=True)
             for kwargs in spec.download_kwargs:
                 cls(save_to=str(root), **kwargs)
         except Exception as e:  # no network, bad checksum, disk full, ...
             failure = e
+            for d in reversed(created):  # leave no empty folders behind
+                with contextlib.suppress(OSError):
+                    d.rmdir()
         base = root / spec.tonic_class
         if failure is None:
             _extract_inner(spec, base)

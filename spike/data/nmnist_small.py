@@ -20,7 +20,7 @@ DURATION_US = 340_000  # three ~100 ms saccades; the longest sample ends at 336 
 
 
 class DatasetNotFound(FileNotFoundError):
-    pass
+    """The NMNISTsmall files are not under ``root``; the message (one line) says what is expected."""
 
 
 def _expect(root: Path) -> str:

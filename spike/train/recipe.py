@@ -12,28 +12,45 @@ from pathlib import Path
 
 import torch
 
-from spike.core.config import Config, ConfigError, config_from_dict, config_to_dict
+from spike.core.config import (Config, ConfigError, check_device, config_from_dict, config_to_dict,
+                               validate_config)
 from spike.data.builders import DataBundle, build_data, make_loaders, split_validation
 from spike.models import build_model
 from spike.train.losses import get_loss
 from spike.train.strategy import BPTT
-from spike.train.trainer import Trainer, load_checkpoint, seed_everything, write_json
+from spike.train.trainer import (CheckpointError, Trainer, load_checkpoint, load_model_state, seed_everything,
+                                 write_json)
 
 __all__ = ["resolve_device", "build_optimizer", "build_scheduler", "get_strategy", "build_model_for", "METHODS",
-           "train_from_config",
+           "train_from_config", "config_differences", "RESUME_MAY_DIFFER",
            "evaluate_checkpoint", "EvalRun", "load_for_eval"]
 
 log = logging.getLogger("spike")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+def resolve_device(name: str, what: str = "device") -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` if available.
+
+    Raises:
+        ConfigError: ``<what> = "<name>": ...`` for a malformed or unavailable device.
+    """
+    check_device(name, what)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} = {name!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{what} = {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"{what} = {name!r}: MPS is not available on this machine")
     return dev
+
+
+def _device_of(device: str | None, cfg: Config, source: str = "[run] device") -> torch.device:
+    """The ``--device`` argument when given, else the config's ``[run] device``, each named in errors."""
+    return resolve_device(device, "--device") if device else resolve_device(cfg.run.device, source)
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -198,27 +215,106 @@ def run_dir(cfg: Config) -> Path:
     return Path(cfg.run.out_dir) / cfg.run.name
 
 
+#: Config keys that may differ between a run and its ``--resume``: where the run and its data live,
+#: how it is shown and how often it is saved. Every other key changes what is computed.
+RESUME_MAY_DIFFER = frozenset({"run.name", "run.out_dir", "run.device", "run.progress", "run.plots",
+                               "data.root", "data.cache", "data.num_workers", "data.eval_batch_size",
+                               "train.checkpoint_every"})
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(old: Config, new: Config, ignore=RESUME_MAY_DIFFER) -> list[str]:
+    """``["train.lr: 0.001 -> 0.002", ...]``: the keys (outside ``ignore``) whose values differ."""
+    a, b = _flat(config_to_dict(old)), _flat(config_to_dict(new))
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in ignore or a.get(key, "<unset>") == b.get(key, "<unset>"):
+            continue
+        out.append(f"{key}: {json.dumps(a.get(key, '<unset>'))} -> {json.dumps(b.get(key, '<unset>'))}")
+    return out
+
+
+def _stored_config(ckpt: dict, path: str | Path) -> Config:
+    if not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path}: no stored config (not written by spike train)")
+    return config_from_dict(ckpt["config"], source=f"{path} (stored config)")
+
+
+def _resume_state(cfg: Config, path: Path, dev: torch.device, force: bool) -> tuple[dict, list, list[str]]:
+    """Load ``path`` for ``--resume`` and compare its stored config with ``cfg``.
+
+    Returns ``(checkpoint, config history, differences)``; the history gains an entry (the stored
+    config, the epoch reached and the differences) when ``force`` accepts a changed config.
+
+    Raises:
+        ConfigError: the configs differ in a key outside :data:`RESUME_MAY_DIFFER` and not ``force``.
+    """
+    ckpt = load_checkpoint(path, map_location=dev)
+    stored = _stored_config(ckpt, path)
+    diffs = config_differences(stored, cfg)
+    history = list(ckpt.get("config_history") or [])
+    if diffs and not force:
+        shown = "; ".join(diffs[:12]) + (f"; and {len(diffs) - 12} more" if len(diffs) > 12 else "")
+        raise ConfigError(f"--resume: the config differs from the one stored in {path}: {shown} "
+                          f"(resume with the stored values, or pass --force to continue with the new ones; "
+                          f"both are then recorded)")
+    if diffs:
+        log.warning("--force: resuming %s with a changed config: %s", path, "; ".join(diffs))
+        history.append({"config": config_to_dict(stored), "until_epoch": int(ckpt.get("epoch", 0)),
+                        "changes": diffs})
+    return ckpt, history, diffs
+
+
 def train_from_config(cfg: Config, *, device: str | None = None, resume: bool = False,
-                      out_dir: str | Path | None = None) -> dict:
-    """Train, evaluate and plot as configured; returns the final metrics (also in ``metrics.json``)."""
+                      out_dir: str | Path | None = None, force: bool = False) -> dict:
+    """Train, evaluate and plot as configured; returns the final metrics (also in ``metrics.json``).
+
+    Args:
+        cfg: the (validated) configuration.
+        device: overrides ``[run] device``.
+        resume: continue from the run folder's ``last.pt``; its stored config must match ``cfg``
+            (except :data:`RESUME_MAY_DIFFER`).
+        out_dir: the run folder (default ``[run] out_dir / name``).
+        force: with ``resume``, continue even if the configs differ; the checkpoint keeps the old
+            config in ``config_history`` and ``metrics.json`` lists the changes.
+    """
     from spike.train import distributed
 
     t_start = time.perf_counter()
-    dev = resolve_device(device or cfg.run.device)
+    validate_config(cfg)
+    if force and not resume:
+        raise ConfigError("--force only applies with --resume (it accepts a config that differs from the stored one)")
+    dev = _device_of(device, cfg)
     strategy = get_strategy(cfg)
-    get_loss(cfg.train.loss)  # fail early on a bad loss name
+    try:
+        get_loss(cfg.train.loss)  # fail early on a bad loss name
+    except ValueError as e:
+        raise ConfigError(f"[train] loss = {cfg.train.loss!r}: {e}") from None
     dist_info = distributed.setup(dev)  # torchrun: join the process group (None in a single process)
     try:
-        return _train(cfg, strategy, dist_info.device if dist_info else dev, dist_info, resume, out_dir, t_start)
+        return _train(cfg, strategy, dist_info.device if dist_info else dev, dist_info, resume, out_dir, t_start,
+                      force)
     finally:
         if dist_info is not None:
             distributed.teardown(dist_info)
 
 
-def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, out_dir, t_start: float) -> dict:
+def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, out_dir, t_start: float,
+           force: bool = False) -> dict:
     from spike.train import distributed
 
     is_main = dist_info is None or dist_info.is_main
+    out = Path(out_dir) if out_dir is not None else run_dir(cfg)
+    ckpt, config_history, changes = _resume_state(cfg, out / "last.pt", dev, force) if resume else (None, [], [])
     seed_everything(cfg.run.seed, cfg.train.deterministic)
     data = build_data(cfg.data, cfg.run.seed)
     data, _val = split_validation(data, cfg.data.val_fraction, cfg.run.seed)  # [data] val_fraction: never trained on
@@ -241,20 +337,29 @@ def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, ou
     scheduler, interval = build_scheduler(cfg, optimizer, len(train_loader))
     callbacks = delay_callbacks(cfg, model)
     model = distributed.wrap(model, dist_info)  # DistributedDataParallel under torchrun
-    out = Path(out_dir) if out_dir is not None else run_dir(cfg)
+    extra = {"config": config_to_dict(cfg), "data": _data_meta(data)}
+    if config_history:
+        extra["config_history"] = config_history
     trainer = Trainer(model, optimizer, get_loss(cfg.train.loss), loss_name=cfg.train.loss, scheduler=scheduler,
                       callbacks=callbacks,
                       scheduler_interval=interval, strategy=strategy, out_dir=out, epochs=cfg.train.epochs,
                       seed=cfg.run.seed, grad_clip=cfg.train.grad_clip, device=dev, progress=cfg.run.progress,
                       checkpoint_every=cfg.train.checkpoint_every,
-                      extra_state={"config": config_to_dict(cfg), "data": _data_meta(data)}, is_main=is_main)
-    final = trainer.fit(train_loader, test_loader, resume=resume)
+                      extra_state=extra, is_main=is_main)
+    if ckpt is not None:
+        trainer.restore(ckpt, out / "last.pt")
+        ckpt = None  # free the loaded tensors
+    final = trainer.fit(train_loader, test_loader)
     metrics = {"test_accuracy": final.get("test_accuracy"), "test_loss": final.get("test_loss"),
                "train_accuracy": final.get("train_accuracy"), "epochs": len(trainer.history),
                "wall_time_s": round(time.perf_counter() - t_start, 2), "device": str(dev),
                "run_dir": str(out), "config": cfg.run.name}
     if dist_info is not None:
         metrics["world_size"] = dist_info.world
+    if changes:
+        metrics["config_changes"] = changes  # --resume --force: what differs from the stored config
+    if config_history:
+        metrics["config_history"] = [{k: v for k, v in h.items() if k != "config"} for h in config_history]
     if is_main:  # only rank 0 writes files
         if cfg.run.plots:
             metrics["plots"] = save_plots(trainer, data, test_loader, out, dev)
@@ -289,12 +394,12 @@ def save_plots(trainer: Trainer, data: DataBundle, test_loader, out: Path, dev) 
 def evaluate_checkpoint(path: str | Path, *, device: str | None = None) -> dict:
     """Rebuild model and data from a checkpoint's stored config and evaluate on the test split."""
     ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"], source=str(path))
-    dev = resolve_device(device or cfg.run.device)
+    cfg = _stored_config(ckpt, path)
+    dev = _device_of(device, cfg, f"{path} (stored config): [run] device")
     data = build_data(cfg.data, cfg.run.seed)
     _, test_loader = make_loaders(data, cfg.data, cfg.run.seed)
     model = build_model_for(cfg, data.input_shape, data.n_classes).to(dev)
-    model.load_state_dict(ckpt["model"])
+    load_model_state(model, ckpt["model"], path)
     trainer = Trainer(model, build_optimizer(cfg, model), get_loss(cfg.train.loss), loss_name=cfg.train.loss,
                       device=dev, progress=False, epochs=max(1, cfg.train.epochs))
     t0 = time.perf_counter()
@@ -338,8 +443,8 @@ def load_for_eval(path: str | Path, *, device: str | None = None, holdout_fracti
             ckpt, p = load_checkpoint(run_dir(cfg) / "last.pt"), run_dir(cfg) / "last.pt"
     else:
         ckpt = load_checkpoint(p)
-        cfg = config_from_dict(ckpt["config"], source=str(p))
-    dev = resolve_device(device or cfg.run.device)
+        cfg = _stored_config(ckpt, p)
+    dev = _device_of(device, cfg, f"{p}: [run] device")
     data = build_data(cfg.data, cfg.run.seed)
     builder_val = data.val is not None
     data, val = split_validation(data, cfg.data.val_fraction, cfg.run.seed)
@@ -353,7 +458,7 @@ def load_for_eval(path: str | Path, *, device: str | None = None, holdout_fracti
         source = "none"
     model = build_model_for(cfg, data.input_shape, data.n_classes).to(dev)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        load_model_state(model, ckpt["model"], p)
         weights = f"checkpoint {p} (epoch {int(ckpt['epoch'])})"
     else:
         weights = "untrained (no checkpoint in the run folder)"

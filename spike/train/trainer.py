@@ -9,12 +9,15 @@ exactly as the uninterrupted run does.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -26,13 +29,17 @@ from spike.train.losses import accuracy_count
 from spike.train.strategy import BPTT, Strategy, model_output
 
 __all__ = ["Trainer", "seed_everything", "save_checkpoint", "load_checkpoint", "CheckpointError",
-           "atomic_write_text"]
+           "CheckpointWarning", "payload_digest", "load_model_state", "atomic_write_text"]
 
 CHECKPOINT_FORMAT = "spike-checkpoint-v1"
 
 
 class CheckpointError(RuntimeError):
-    """A missing, unreadable or incompatible checkpoint."""
+    """A missing, unreadable, corrupted or incompatible checkpoint."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint that loads but cannot be fully checked (written before digests were stored)."""
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -57,13 +64,47 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _feed(h, obj: Any, key: str) -> None:
+    if isinstance(obj, Tensor):
+        t = obj.detach()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.cpu().resolve_conj().resolve_neg().contiguous()
+        h.update(f"T{key}|{t.dtype}|{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, whatever the dtype
+    elif isinstance(obj, dict):
+        h.update(f"D{key}|{len(obj)}\0".encode())
+        for k in sorted(obj, key=lambda k: (type(k).__name__, str(k))):
+            _feed(h, obj[k], f"{key}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{key}|{len(obj)}\0".encode())
+        for i, v in enumerate(obj):
+            _feed(h, v, f"{key}/{i}")
+    else:
+        h.update(f"V{key}|{type(obj).__name__}|{obj!r}\0".encode())
+
+
+def payload_digest(payload: dict) -> str:
+    """``"sha256:<hex>"`` of a checkpoint payload (without its ``"digest"`` entry).
+
+    Every tensor contributes its key path, dtype, shape and raw bytes; dicts are walked in sorted key
+    order, so the digest depends only on the content, not on where the tensors live or how the file
+    laid them out. Plain values (numbers, strings, ...) contribute their ``repr``.
+    """
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != "digest"}, "")
+    return "sha256:" + h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
-    """``torch.save`` to ``path`` atomically (write ``path.tmp``, then rename)."""
+    """``torch.save`` to ``path`` atomically (write ``path.tmp``, then rename), with a digest of the
+    payload (:func:`payload_digest`) that :func:`load_checkpoint` verifies."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    body = {"format": CHECKPOINT_FORMAT, **{k: v for k, v in payload.items() if k not in ("format", "digest")}}
     try:
-        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+        torch.save({**body, "digest": payload_digest(body)}, tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -72,7 +113,13 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``torch.load(weights_only=True)``; clear errors if missing or foreign."""
+    """Load a checkpoint with ``torch.load(weights_only=True)`` and verify its digest.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a spike checkpoint, or its content does
+            not match the digest stored when it was written (corrupted). A checkpoint without a digest
+            (older spike) loads with a :class:`CheckpointWarning`.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
@@ -81,10 +128,39 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupted / truncated / not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        first = (str(e).strip().splitlines() or [""])[0]
+        first = first if len(first) <= 160 else first[:157] + "..."
+        if isinstance(e, pickle.UnpicklingError):  # torch's text is a page about weights_only
+            first = "not a file of tensors and plain data that torch.load(weights_only=True) accepts"
+        hint = "; that is a config: pass the run's last.pt (or its run folder)" if path.suffix == ".toml" else ""
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}{hint}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a spike checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+    stored = ckpt.get("digest")
+    if stored is None:
+        warnings.warn(f"{path}: checkpoint has no digest (written by an older spike); its weights cannot be "
+                      f"checked for corruption", CheckpointWarning, stacklevel=2)
+    elif (actual := payload_digest(ckpt)) != stored:
+        raise CheckpointError(f"{path}: checkpoint is corrupted: the digest of its content is {actual[:19]}..., "
+                              f"the one stored when it was written is {str(stored)[:19]}...; "
+                              f"the file was damaged or changed after it was written")
     return ckpt
+
+
+def _state_dict_problems(e: Exception, limit: int = 3) -> str:
+    """torch's multi-line ``load_state_dict`` error as one line (the first ``limit`` problems)."""
+    lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e).strip()]
+    more = f"; and {len(lines) - limit} more" if len(lines) > limit else ""
+    return "; ".join(lines[:limit]) + more
+
+
+def load_model_state(model: nn.Module, state: dict, path: str | Path) -> None:
+    """``model.load_state_dict(state)``; a mismatch is one :class:`CheckpointError` naming ``path``."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: the stored weights do not fit the configured model "
+                              f"({_state_dict_problems(e)})") from None
 
 
 class Trainer:
@@ -116,6 +192,8 @@ class Trainer:
             raise ValueError(f"scheduler_interval must be 'epoch' or 'batch', got {scheduler_interval!r}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an integer >= 1 (epochs), got {checkpoint_every!r}")
         self.model, self.optimizer, self.loss_fn, self.loss_name = model, optimizer, loss_fn, loss_name
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.strategy = strategy or BPTT()
@@ -262,12 +340,22 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Restore model, optimizer, scheduler and history from a checkpoint and continue after it."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        self.restore(load_checkpoint(path, map_location=self.device), path)
+
+    def restore(self, ckpt: dict, path: str | Path = "<checkpoint>") -> None:
+        """Restore from an already loaded (and verified) checkpoint ``ckpt``; ``path`` names it in errors."""
         model = self.model.module if hasattr(self.model, "module") else self.model
-        model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None and ckpt.get("scheduler") is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
+        for key in ("epoch", "model", "optimizer"):
+            if key not in ckpt:
+                raise CheckpointError(f"{path}: no {key!r} entry; not a checkpoint written by Trainer")
+        load_model_state(model, ckpt["model"], path)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scheduler is not None and ckpt.get("scheduler") is not None:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: the stored optimizer/scheduler state does not fit the configured "
+                                  f"one ({type(e).__name__}: {_state_dict_problems(e)})") from None
         self.history = list(ckpt.get("history", []))
         self.start_epoch = int(ckpt["epoch"])
 
