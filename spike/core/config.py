@@ -33,7 +33,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "Config",
-           "load_config", "config_from_dict", "config_to_dict", "validate_config", "check_device", "RULES"]
+           "load_config", "config_from_dict", "config_to_dict", "validate_config", "check_device", "RULES",
+           "CHOICES"]
 
 
 class ConfigError(ValueError):
@@ -307,6 +308,53 @@ RULES: dict[str, dict[str, Rule]] = {
         "ff_label_scale": _num(0, lo_open=True),
     },
 }
+
+
+def _one_of(*choices: str) -> Rule:
+    def rule(v: str) -> str | None:
+        if v in choices:
+            return None
+        hint = difflib.get_close_matches(str(v), choices, n=1)
+        return (f"must be one of {', '.join(map(repr, choices))}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return rule
+
+
+def _backend_names() -> tuple[str, ...]:
+    from spike.core.registry import BACKENDS
+
+    return ("auto", *sorted(BACKENDS["lif"]))
+
+
+#: ``CHOICES[section][key]``: the names a string field accepts. They mirror the code that consumes them
+#: (surrogates, losses, trainers, backends, model builders); ``tests/train/test_config_errors.py`` checks
+#: that each list equals what that code accepts, so they cannot drift apart.
+CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "model": {
+        "kind": ("mlp", "conv", "delay_mlp"),
+        "neuron": ("lif", "if", "ultralif", "ultradlif"),
+        "reset": ("subtract", "to_value", "none"),
+        "reset_timing": ("immediate", "deferred"),
+        "surrogate": ("atan", "sigmoid", "fast_sigmoid", "triangle"),
+        "readout": ("li", "spikes"),
+        "backend": _backend_names(),
+        "discretization": ("exp", "euler"),
+        "ultra_boundary": ("wrap", "none"),
+    },
+    "train": {
+        "method": ("bptt", "sltt", "sltt_k", "forward_forward", "mono_forward"),
+        "optimizer": ("adam", "adamw", "sgd"),
+        "scheduler": ("cosine", "onecycle", "step", "none"),
+        "scheduler_positions": ("same", "cosine", "onecycle", "step", "none"),
+        "loss": ("count", "mean_membrane", "max_membrane", "per_step", "sum_softmax"),
+        "ff_label_embedding": ("append", "replace"),
+        "ff_negatives": ("random", "hard"),
+        "ff_inference": ("auto", "goodness", "readout", "last", "sum"),
+    },
+}
+for _section, _fields in CHOICES.items():
+    for _key, _choices in _fields.items():
+        RULES[_section][_key] = _one_of(*_choices)
 
 
 def _cross_checks(cfg: Config) -> list[tuple[str, str, str]]:

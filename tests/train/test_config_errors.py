@@ -152,3 +152,36 @@ def test_python_api_validates_too(tmp_path):
 def test_shipped_configs_still_load():
     for path in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml")):
         load_config(path)
+
+
+BAD_CHOICES = [("model", "reset", '"substract"', "did you mean 'subtract'"),
+               ("model", "surrogate", '"arctan"', "'atan'"),
+               ("model", "backend", '"cuda"', "'numba'"),
+               ("train", "method", '"stlt"', "'sltt'"),
+               ("train", "loss", '"ce"', "'per_step'")]
+
+
+@pytest.mark.parametrize("section, key, value, words", BAD_CHOICES, ids=[f"{s}.{k}" for s, k, _, _ in BAD_CHOICES])
+def test_bad_name_is_one_line_naming_file_and_key(tiny, tmp_path, capsys, section, key, value, words):
+    assert main(["train", str(tiny), "--out", str(tmp_path / "run"), "--set", f"{section}.{key}={value}"]) == 2
+    line = _one_error_line(capsys)
+    assert f"[{section}] {key} = {value}" in line and words in line and str(tiny) in line
+
+
+def test_choices_equal_what_the_code_accepts():
+    """Every name CHOICES lists builds, and the lists equal the registries that consume them."""
+    from spike.core.config import CHOICES
+    from spike.core.registry import BACKENDS
+    from spike.models import build_model
+    from spike.surrogate import _BY_NAME
+    from spike.train.losses import LOSSES
+    from spike.train.recipe import METHODS
+
+    assert set(CHOICES["model"]["surrogate"]) == set(_BY_NAME)
+    assert set(CHOICES["train"]["loss"]) == set(LOSSES)
+    assert CHOICES["train"]["method"] == METHODS
+    assert set(CHOICES["model"]["backend"]) == {"auto", *BACKENDS["lif"]}
+    for key in ("kind", "neuron", "reset", "reset_timing", "readout", "discretization"):
+        for name in CHOICES["model"][key]:
+            m = ModelConfig(kind=name, max_delay=2) if key == "kind" else ModelConfig(**{key: name})
+            build_model(m, (2, 4, 4), 3)  # every accepted name builds a model
