@@ -115,7 +115,8 @@ def cmd_energy(args) -> dict:
     result = {**report.summary(profile, args.memory), **extra, "weights": run.weights,
               "json": str(out / f"{stem}.json")}
     if not args.no_plot:
-        result["plot"] = str(report.plot(out / f"{stem}.png", profile, args.memory, title=run.config.run.name))
+        result["plot"] = str(report.plot(out / f"{stem}.png", profile, args.memory, title=run.config.run.name,
+                                         epsilon=args.anytime, accuracy=extra.get("anytime_accuracy")))
     return result
 
 

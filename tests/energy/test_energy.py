@@ -1,14 +1,19 @@
-"""Energy estimation: hand-counted operations, NeuroBench equality, event-driven vs dense counts,
-observer behaviour (no mutation, hooks removed), per-sample attribution, energy formula, CLI."""
+"""Energy estimation: hand-counted operations, AC/MAC per input value (independent of chunking, batching
+and mode), NeuroBench equality (its per-call rule and ours), event-driven vs dense counts (also pruned),
+models the meter does not know (snnTorch per step, foreign stateful modules), observer behaviour,
+per-sample attribution, energy formula, chart, CLI."""
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from spike.energy import PROFILES, EnergyError, EnergyMeter, get_profile, measure
+from spike.energy import PROFILES, EnergyError, EnergyMeter, EnergyWarning, get_profile, measure
 from spike.neurons import LI, LIF
 from spike.synapses import AvgPool2d, Conv2d, Flatten, Linear, Sequential
 
@@ -101,41 +106,163 @@ def test_energy_formula_written_out():
         get_profile("tpu")
 
 
+# -- AC vs MAC per input value ---------------------------------------------------------------------------------
+def partly_binary(seed: int, t: int = 8, b: int = 4, n: int = 20) -> torch.Tensor:
+    """Spikes ``[T, B, n]`` where steps 2-3 are count-valued ({0, 2}) for every sample and step 5 for
+    sample 0 only: some calls are binary, some are not, some are both."""
+    x = spikes((t, b, n), seed)
+    x[2:4] *= 2.0
+    x[5, 0] *= 3.0
+    return x
+
+
+def hand_ac_mac(x: torch.Tensor, weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: synapses reached by inputs equal to +-1 (AC) and by other non-zero inputs (MAC)."""
+    fan = (weight != 0).double().sum(0)  # [F_in]
+    unit = (x.abs() == 1).double()
+    other = ((x != 0) & (x.abs() != 1)).double()
+    return (unit @ fan).sum(0).numpy(), (other @ fan).sum(0).numpy()  # [B]
+
+
+def test_ac_mac_per_value_do_not_depend_on_chunking_batching_or_mode():
+    """The same sample gets the same AC / MAC counts fed whole, step by step (anytime path, one or three
+    steps per call), or batched with a count-valued sample -- and they are the hand counts."""
+    from spike.inference.anytime import Cutoff, anytime_forward
+
+    net, x = mlp(prune=0.2), partly_binary(1)
+    want_ac, want_mac = hand_ac_mac(x, net[0].weight)
+    assert want_ac.min() > 0 and want_mac.min() > 0  # every sample is partly binary
+    whole = measure(net, [(x, None)]).layer("0")
+    runs = {"whole": whole}
+    for chunk in (1, 3):
+        with EnergyMeter(net) as m:
+            anytime_forward(net, x, Cutoff.never(8), chunk=chunk, meter=m)
+        runs[f"steps of {chunk}"] = m.report().layer("0")
+    for name, lc in runs.items():
+        np.testing.assert_array_equal(lc.ac, want_ac, err_msg=name)
+        np.testing.assert_array_equal(lc.mac, want_mac, err_msg=name)
+        assert lc.input == "mixed", name
+    counts = torch.randint(0, 4, (8, 1, 20)).float()  # a count-valued sample in the same batch
+    batched = measure(net, [(torch.cat([x[:, :1], counts], 1), None)]).layer("0")
+    assert (batched.ac[0], batched.mac[0]) == (want_ac[0], want_mac[0])
+    alone = measure(net, [(x[:, :1] * (x[:, :1].abs() == 1), None)]).layer("0")  # the binary part alone
+    assert alone.mac[0] == 0 and alone.ac[0] == want_ac[0] and alone.input == "spikes"
+    # and the energy is the same whichever way the sample is fed
+    step = measure(net, [(x[t:t + 1], None) for t in range(8)]).layer("0")  # time-first chunks as new samples
+    assert (step.ac.sum(), step.mac.sum()) == (whole.ac.sum(), whole.mac.sum())
+
+
+def test_neurobench_rule_decides_per_call():
+    """``rule="neurobench"``: a call is all ACs if every input is in {-1, 0, 1}, else all MACs, so
+    chunking and batching change the counts (what NeuroBench reports) while the total stays."""
+    net, x = mlp(), partly_binary(2)
+    with EnergyMeter(net, rule="neurobench") as m:
+        net(x)
+    whole = m.report().layer("0")
+    assert whole.ac.sum() == 0 and whole.input == "real"  # one call, some values are 2: all MACs
+    with EnergyMeter(net, rule="neurobench") as m:
+        rows = m.new_samples(4)
+        state = None
+        for t in range(8):
+            with m.attribute(rows):
+                state = net(x[t:t + 1], state).state
+    per_step = m.report().layer("0")
+    ac, mac = hand_ac_mac(x, net[0].weight)
+    assert per_step.ac.sum() > 0 and per_step.input == "mixed"
+    np.testing.assert_array_equal(per_step.ac + per_step.mac, ac + mac)
+    np.testing.assert_array_equal(whole.mac, ac + mac)
+    assert per_step.mac.sum() > mac.sum()  # step 5 is all MAC for every sample: sample 0 made it so
+    with pytest.raises(EnergyError, match="unknown rule"):
+        EnergyMeter(net, rule="per_call")
+
+
 # -- NeuroBench -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("which", ["mlp", "mlp_pruned", "conv"])
-def test_counts_equal_neurobench_synaptic_operations(which):
-    nb_models = pytest.importorskip("neurobench.models")
+def _neurobench_synops(nbm, x: torch.Tensor, batch: int, *meters: EnergyMeter) -> dict:
+    """NeuroBench's ``SynapticOperations`` of ``nbm(x)``, observed by ``meters`` while it runs (and only
+    then: NeuroBench copies the layers, hooks included, to count)."""
     from neurobench.metrics.workload import SynapticOperations
 
+    nbm.register_hooks()
+    with contextlib.ExitStack() as stack:
+        for m in meters:
+            stack.enter_context(m)
+        preds = nbm(x)
+    res = SynapticOperations()(nbm, preds, (torch.zeros(batch), None))  # data[0].size(0) = batch
+    nbm.cleanup_hooks()
+    return res
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("which", ["mlp", "mlp_pruned", "conv"])
+def test_neurobench_rule_equals_neurobench_on_whole_sequences(which):
+    """One call per layer (``TorchModel``) on inputs where some steps are binary and some are not:
+    ``rule="neurobench"`` reproduces NeuroBench; the per-value rule splits the same total."""
+    nb_models = pytest.importorskip("neurobench.models")
     if which == "conv":
         net, x = convnet(), torch.rand(5, 3, 2, 8, 8) * (torch.rand(5, 3, 2, 8, 8) < 0.4)  # real, sparse
         x[:, :, 1] = (x[:, :, 1] > 0).float()
+        x[1:3] = (x[1:3] > 0).float()  # steps 1-2 binary
     else:
-        net, x = mlp(prune=0.3 if which == "mlp_pruned" else 0.0), spikes((7, 6, 20), 1) * 2.0  # values {0, 2}
-    with EnergyMeter(net) as m:
-        net(x)
-    ours = m.report().summary()
-    nbm = nb_models.TorchModel(net)
-    nbm.register_hooks()
-    preds = nbm(x)
-    res = SynapticOperations()(nbm, preds, (x.transpose(0, 1), None))  # data[0].size(0) = batch
-    nbm.cleanup_hooks()
-    assert ours["mac"] == pytest.approx(res["Effective_MACs"], rel=0, abs=1e-9)
-    assert ours["ac"] == pytest.approx(res["Effective_ACs"], rel=0, abs=1e-9)
-    assert ours["dense_synops"] == pytest.approx(res["Dense"], rel=0, abs=1e-9)
-    assert ours["mac"] > 0 and ours["ac"] > 0
+        net, x = mlp(prune=0.3 if which == "mlp_pruned" else 0.0), partly_binary(1, t=7, b=6)
+    meters = {rule: EnergyMeter(net, rule=rule) for rule in ("neurobench", "element")}
+    res = _neurobench_synops(nb_models.TorchModel(net), x, x.shape[1], *meters.values())  # one call, time-first
+    ours = {rule: m.report().summary() for rule, m in meters.items()}
+    nb = ours["neurobench"]
+    assert nb["mac"] == pytest.approx(res["Effective_MACs"], rel=0, abs=1e-9)
+    assert nb["ac"] == pytest.approx(res["Effective_ACs"], rel=0, abs=1e-9)
+    assert nb["dense_synops"] == pytest.approx(res["Dense"], rel=0, abs=1e-9)
+    el = ours["element"]
+    assert el["ac"] + el["mac"] == pytest.approx(nb["ac"] + nb["mac"], rel=1e-12)
+    assert el["mac"] < nb["mac"]  # the binary steps of the first layer are accumulates
+
+
+def snntorch_net(seed: int = 0, n_in: int = 20) -> nn.Module:
+    """The NeuroBench snnTorch layout: hidden states inside (``init_hidden``), one call per step."""
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(n_in, 16), snn.Leaky(beta=0.8, init_hidden=True), nn.Linear(16, 4),
+                        snn.Leaky(beta=0.8, init_hidden=True, output=True))
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+        net[0].weight[:, :3] = 0.0  # pruned inputs
+    return net.eval()
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("partly", [False, True])
+def test_both_rules_against_neurobench_one_call_per_step(partly):
+    """NeuroBench's ``SNNTorchModel`` calls the net once per step. With every step wholly binary or
+    wholly count-valued both rules equal NeuroBench; with a step binary for some samples only, the
+    neurobench rule still equals it and the per-value rule counts that step's binary inputs as ACs."""
+    nb_models = pytest.importorskip("neurobench.models")
+    net, x = snntorch_net(), partly_binary(3)
+    if not partly:
+        x[5] = (x[5] != 0).float()  # step 5 binary again for everyone
+    el, nb = EnergyMeter(net, per_step=8), EnergyMeter(net, per_step=8, rule="neurobench")
+    res = _neurobench_synops(nb_models.SNNTorchModel(net), x.transpose(0, 1), 4, el, nb)  # [B, T, ...]
+    el, nb = el.report().summary(), nb.report().summary()
+    assert nb["ac"] == pytest.approx(res["Effective_ACs"], rel=0, abs=1e-9)
+    assert nb["mac"] == pytest.approx(res["Effective_MACs"], rel=0, abs=1e-9)
+    assert el["dense_synops"] == nb["dense_synops"] == pytest.approx(res["Dense"], rel=0, abs=1e-9)
+    assert el["n_samples"] == 4 and el["mean_steps"] == 8
+    if partly:
+        assert el["mac"] < nb["mac"] and el["ac"] + el["mac"] == pytest.approx(nb["ac"] + nb["mac"])
+    else:
+        assert (el["ac"], el["mac"]) == pytest.approx((res["Effective_ACs"], res["Effective_MACs"]), abs=1e-9)
+    assert el["mac"] > 0 and el["ac"] > 0
 
 
 # -- event-driven path ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("anytime", [False, True])
-def test_event_driven_counts_equal_dense_counts(anytime):
+@pytest.mark.parametrize("anytime,prune", [(False, 0.0), (True, 0.0), (False, 0.2), (False, 0.5), (True, 0.5)])
+def test_event_driven_counts_equal_dense_counts(anytime, prune):
     """Per sample and per layer, the synaptic operations the event simulator performs equal the dense
-    path's effective ACs + MACs (also for an anytime run, counting only executed steps)."""
+    path's effective ACs + MACs (also for an anytime run, counting only executed steps, and for pruned
+    models: a zero weight is no synapse on either path, so pruning shows its saving)."""
     export = pytest.importorskip("spike.inference.export", reason="event-driven export not available yet")
     from spike.events import network as evn
     from spike.inference.anytime import Cutoff, anytime_forward, cumulative_thresholds
 
-    net = mlp(3).double()
+    net = mlp(3, prune=prune).double()
     x = spikes((10, 12, 20), 3).double()
     x[2, :, :5] *= 3.0  # a few multi-event bins: real-valued counts
     cut = Cutoff.constant(0.05, 10) if anytime else Cutoff.never(10)
@@ -155,6 +282,132 @@ def test_event_driven_counts_equal_dense_counts(anytime):
         np.testing.assert_array_equal(res.synops[:, i], lc.ac + lc.mac)
     if anytime:
         assert dense_run.mean_steps < 10
+    if prune:  # fewer operations than the same input through all weights
+        lc = syn[0]
+        full = (x != 0).double().sum(0) @ torch.full((20,), 16.0, dtype=torch.float64)  # [B]
+        assert (lc.ac + lc.mac < full.numpy() * (1 - prune / 2)).all()
+
+
+# -- models the meter does not know --------------------------------------------------------------------------------
+def test_snntorch_called_per_step_batch_first():
+    """An snnTorch net called once per step with ``x [B, F]`` (``per_step=T``): synapses, neuron updates
+    and spikes of the ``snn.Leaky`` layers are counted per sample, equal to the same net in a time loop."""
+    net, x = snntorch_net(1), partly_binary(4)
+    from snntorch import utils
+
+    with EnergyMeter(net, per_step=8) as m, torch.no_grad():
+        for rep in range(2):  # two sequences: 2 x 4 samples
+            utils.reset(net)
+            spk = [net(x[t])[0] for t in range(8)]
+    rep = m.report()
+    assert rep.n_samples == 8 and rep.steps.tolist() == [8.0] * 8 and not rep.not_counted
+    ac, mac = hand_ac_mac(x, net[0].weight)
+    np.testing.assert_array_equal(rep.layer("0").ac, np.tile(ac, 2))
+    np.testing.assert_array_equal(rep.layer("0").mac, np.tile(mac, 2))
+    lk1, lk3 = rep.layer("1"), rep.layer("3")
+    assert lk1.kind == "neuron" and lk1.module == "Leaky" and lk1.spiking and lk1.neurons == 16
+    np.testing.assert_array_equal(lk1.updates, [8.0 * 16] * 8)
+    np.testing.assert_array_equal(lk3.spikes[4:], torch.stack(spk).sum((0, 2)).numpy())
+    assert rep.summary()["firing_rate"] > 0
+
+    class TimeLoop(nn.Module):  # the same net wrapped in a time loop: called time-first
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            utils.reset(self.inner)
+            return torch.stack([self.inner(x[t])[0] for t in range(x.shape[0])])
+
+    wrapped = TimeLoop(net)
+    with EnergyMeter(wrapped) as m2, torch.no_grad():
+        wrapped(x)
+    rep2 = m2.report()
+    for a, b in zip(rep2.layers, rep.layers):
+        for k in ("ac", "mac", "dense", "updates", "spikes"):
+            np.testing.assert_array_equal(getattr(a, k), getattr(b, k)[:4], err_msg=f"{a.name} {k}")
+        assert (a.neurons, a.dense_step) == (b.neurons, b.dense_step)
+
+
+def test_per_step_calls_need_per_step_and_a_steady_batch():
+    net, x = snntorch_net(2), spikes((8, 3, 20), 5)
+    with pytest.raises(EnergyError, match=r"per_step=T"):
+        with EnergyMeter(net), torch.no_grad():
+            net(x[0])  # [B, F] read as [T, B]: the hint names the option
+    with pytest.raises(EnergyError, match="first step had 3"):
+        with EnergyMeter(net, per_step=8) as m, torch.no_grad():
+            net(x[0])
+            net(x[1, :2])
+    with pytest.raises(EnergyError, match="per_step"):
+        EnergyMeter(net, per_step=0)
+
+
+class ForeignLIF(nn.Module):
+    """A neuron of no library the meter knows: its membrane is a plain tensor attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.v = None
+
+    def forward(self, x):
+        self.v = x if self.v is None else 0.9 * self.v + x
+        s = (self.v > 1).float()
+        self.v = self.v - s
+        return s
+
+
+class BufferLIF(nn.Module):
+    """Another foreign neuron: its membrane is a registered buffer, updated in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("v", torch.zeros(16))
+
+    def forward(self, x):
+        self.v.mul_(0.9).add_(x.mean(0))
+        return (self.v > 1).float().expand_as(x)
+
+
+class Scale(nn.Module):
+    """Stateless and unknown (a constant buffer is no state): nothing to report."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("k", torch.full((16,), 2.0))
+
+    def forward(self, x):
+        return self.k * x
+
+
+def test_stateful_modules_the_meter_cannot_interpret_are_named():
+    """Never a silent zero: a foreign module that keeps tensors between calls, or a module of another
+    SNN library, is named in a warning, in the report, its table and its summary."""
+    torch.manual_seed(0)
+    foreign = nn.Sequential(nn.Linear(20, 16), Scale(), ForeignLIF(), nn.Linear(16, 16), BufferLIF())
+    with pytest.warns(EnergyWarning) as caught:
+        with EnergyMeter(foreign, per_step=8) as m, torch.no_grad():
+            for t in range(8):
+                foreign(spikes((3, 20), t) * 3)
+    msgs = sorted(str(w.message) for w in caught)
+    assert len(msgs) == 2 and "module 2 (" in msgs[0] and "ForeignLIF): its neuron updates and spikes" in msgs[0]
+    rep = m.report()
+    assert [n.split(" ")[0] for n in rep.not_counted] == ["2", "4"]  # not the stateless Scale (1)
+    assert "ForeignLIF" in rep.not_counted[0] and "BufferLIF" in rep.not_counted[1]
+    assert "NOT COUNTED" in rep.format_table() and rep.summary()["not_counted"] == list(rep.not_counted)
+    assert rep.layer("0").mac.sum() > 0  # what it can count, it counts
+
+    library_neuron = type("LIFBoxCell", (nn.Module,), {"__module__": "norse.torch.module.lif_box",
+                                                     "forward": lambda self, x: x})
+    net = Sequential(Linear(20, 8), LIF(tau=5.0), library_neuron())
+    with pytest.warns(EnergyWarning, match=r"norse LIFBoxCell"):
+        with EnergyMeter(net) as m:  # named at once, even before a call
+            pass
+    assert m.report().not_counted == ("2 (norse LIFBoxCell)",)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # spike's own layers and stock torch layers: no warning
+        with EnergyMeter(convnet()) as m:
+            convnet()(spikes((2, 1, 2, 8, 8), 1))
+        assert not m.report().not_counted
 
 
 # -- observer behaviour and attribution ---------------------------------------------------------------------------
@@ -195,6 +448,11 @@ def test_report_table_json_and_chart(tmp_path):
     table = rep.format_table()
     assert "Conv2d" in table and "ANN/SNN" in table
     assert rep.plot(tmp_path / "e.png").stat().st_size > 1000
+    fig = rep.figure(title="tiny")
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "log"]  # later layers stay visible
+    assert fig._suptitle.get_text() == "tiny — full length (4 steps) — 3 samples"
+    fig = rep.figure(title="tiny", epsilon=0.05, accuracy=0.875)
+    assert fig._suptitle.get_text() == "tiny — anytime (ε = 0.05, mean steps 4.00) — 3 samples — accuracy 87.5 %"
     s = rep.summary()
     assert 0 <= s["firing_rate"] <= 1 and 0 <= s["activation_sparsity"] <= 1
 

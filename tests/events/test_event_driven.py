@@ -180,6 +180,40 @@ def test_conv_dilation_same_padding_exact():
     compare(model, x, (1, 9, 8))
 
 
+def prune_(model: nn.Module, gen: torch.Generator, fraction: float) -> None:
+    """Zero a random ``fraction`` of every synaptic weight tensor (magnitude-free pruning)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d, DelayedLinear)):
+                m.weight[torch.rand(m.weight.shape, generator=gen) < fraction] = 0.0
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.9])
+def test_pruned_models_exact_and_zero_weights_are_no_synapses(fraction):
+    """With pruned weights spikes stay bit-identical, and every layer kind (conv, delayed dense, dense)
+    counts one synaptic operation per event and *non-zero* weight it reaches: pruning saves work."""
+    gen = torch.Generator().manual_seed(12)
+    torch.manual_seed(12)
+    model = Sequential(Conv2d(2, 6, 3, padding=1), LIF(tau=3.0), MaxPool2d(2), Flatten(),
+                       DelayedLinear(6 * 4 * 4, 20, max_delay=3), LIF(tau=4.0), Linear(20, 5), LI(tau=5.0))
+    dyadic_(model, gen, span=48)
+    prune_(model, gen, fraction)
+    x = rand_input(gen, 25, 3, (2, 8, 8), p=0.25)
+    ref, res, net = compare(model, x, (2, 8, 8))
+    assert res.spikes["1"].sum() > 50 and res.spikes["5"].sum() > 10  # there is something to count
+    f = nn.functional
+    conv_w = (model[0].weight != 0).double()  # [6, 2, 3, 3]
+    conv_ops = f.conv2d((x != 0).double().flatten(0, 1), conv_w, padding=1).reshape(25, 3, -1).sum((0, 2))
+    pooled = f.max_pool2d(torch.from_numpy(res.spikes["1"]).double().flatten(0, 1), 2).reshape(25, 3, -1)
+    delayed_ops = (pooled @ (model[4].weight != 0).double().sum(0)).sum(0)  # [B]
+    spk5 = torch.from_numpy(res.spikes["5"]).double()  # [T, B, 20]
+    dense_ops = (spk5 @ (model[6].weight != 0).double().sum(0)).sum(0)
+    for i, want in enumerate((conv_ops, delayed_ops, dense_ops)):
+        np.testing.assert_array_equal(res.synops[:, i], want.numpy().astype(np.int64), err_msg=res.layers[i])
+    unpruned = f.conv2d((x != 0).double().flatten(0, 1), torch.ones_like(conv_w), padding=1)  # all taps
+    assert (res.synops[:, 0] < unpruned.reshape(25, 3, -1).sum((0, 2)).numpy()).all()
+
+
 def test_empty_input_and_zero_steps():
     gen = torch.Generator().manual_seed(6)
     model = Sequential(Linear(10, 8), LIF(tau=3.0), Linear(8, 4, bias=False), LIF(tau=3.0), Linear(4, 3), LI())
@@ -324,6 +358,59 @@ def test_stream_equals_batch_in_any_chunking():
         np.testing.assert_array_equal(res.updates, full.updates)
 
 
+def _stream_in_chunks(net, sample, n_steps, k, stop_rule=None, advance=True):
+    """Feed ``sample`` ``k`` bins at a time (``advance``: declare each chunk's bins complete)."""
+    tb, ch, cnt = sample
+    s = N.EventStream(net, stop_rule=stop_rule)
+    for c0 in range(0, n_steps, k):
+        m = (tb >= c0) & (tb < c0 + k)
+        s.feed(tb[m], ch[m], cnt[m])
+        if advance:
+            s.advance(min(c0 + k, n_steps))
+    return s
+
+
+@pytest.mark.parametrize("where", ["middle", "last step", "never", "scalar"])
+def test_stream_stops_like_batch_in_every_chunking(where):
+    """Every chunking, from one bin per feed to the whole sample at once, stops at the step the batch
+    run stops at (also a stop on the last step of a chunk or of the sample) with the same output."""
+    model, net, gen = _small_net(seed=10)
+    t_len = 20
+    x = rand_input(gen, t_len, 1, (16,), p=0.3)
+    sample = to_samples(x)[0]
+    free = N.run(net, [sample], t_len)
+    cum = np.cumsum(free.out[:, 0].astype(np.float64), axis=0)  # [T, C]
+    srt = np.sort(cum, axis=-1)
+    gap = srt[:, -1] - srt[:, -2]  # [T]
+    if where == "middle":
+        beta = np.full(t_len, np.inf)
+        beta[4:] = gap[4:].min() - 0.5  # fires at step 4
+        rule = N.StopRule(beta)
+    elif where == "last step":
+        beta = np.full(t_len, np.inf)
+        beta[-1] = gap[-1] - 0.5
+        rule = N.StopRule(beta)
+    elif where == "never":
+        rule = N.StopRule(np.full(t_len, np.inf))
+    else:
+        rule = N.StopRule(float(np.quantile(gap, 0.3)))
+    ref = N.run(net, [sample], t_len, stop_rule=rule)
+    k_stop = int(ref.steps[0])
+    fired = where != "never"
+    assert (k_stop == 5) if where == "middle" else (k_stop == t_len) if where in ("last step", "never") \
+        else 0 < k_stop < t_len
+    for k in range(1, t_len + 1):
+        for advance in (True, False):
+            s = _stream_in_chunks(net, sample, t_len, k, rule, advance)
+            if advance:
+                assert (s.steps_done, s.stopped) == (k_stop, fired), f"{k} bins per chunk"
+            res = s.finish(t_len)
+            assert s.stopped == fired and res.steps.tolist() == [k_stop], f"{k} bins per chunk, advance={advance}"
+            np.testing.assert_array_equal(res.out[:, 0], ref.out[:k_stop, 0])
+            np.testing.assert_array_equal(res.synops, ref.synops)
+            np.testing.assert_array_equal(res.updates, ref.updates)
+
+
 def test_stream_errors():
     _, net, _ = _small_net()
     s = N.EventStream(net)
@@ -383,10 +470,13 @@ def test_operation_counts():
     model, net, gen = _small_net(seed=11)
     x = rand_input(gen, 25, 2, (16,), p=0.1)
     res = N.run(net, to_samples(x), 25, record=True)
-    n_entries = (x > 0).sum(dim=(0, 2)).numpy()  # [B] input (bin, channel) entries
-    hidden = res.spikes["1"].sum(axis=(0, 2))  # [B]
-    np.testing.assert_array_equal(res.synops[:, 0], n_entries * 20)
-    np.testing.assert_array_equal(res.synops[:, 1], hidden * 4)
+    fan0 = (model[0].weight != 0).sum(0).numpy()  # [16] non-zero fan-out of every input channel
+    fan2 = (model[2].weight != 0).sum(0).numpy()  # [20]
+    assert fan0.min() < 20 or fan2.min() < 4  # the dyadic grid has zeros: they are not synapses
+    entries = (x > 0).sum(dim=0).numpy()  # [B, 16] input (bin, channel) entries per channel
+    hidden = res.spikes["1"].sum(axis=0)  # [B, 20] spikes per hidden neuron
+    np.testing.assert_array_equal(res.synops[:, 0], entries @ fan0)
+    np.testing.assert_array_equal(res.synops[:, 1], hidden.astype(np.int64) @ fan2)
     assert res.layers == ("1", "3")
     dense = N.dense_ops(net, 25)
     assert dense["1"] == (25 * 16 * 20, 25 * 20) and dense["3"] == (25 * 20 * 4, 25 * 4)
