@@ -3,6 +3,8 @@
 * ``spike train CONFIG [--device D] [--resume [--force]] [--set section.key=value ...]``
 * ``spike eval CHECKPOINT [--device D] [--anytime [--epsilon E] [--sweep E ...]]``
 * ``spike energy CONFIG_OR_CHECKPOINT [--profile P] [--memory] [--anytime EPSILON]``
+* ``spike export CHECKPOINT OUT.npz`` / ``spike stream CHECKPOINT_OR_NPZ RECORDING [--anytime CUTOFF.json]``
+  (:mod:`spike.cli.deploy`)
 * ``spike info``
 
 ``train`` and ``eval`` print their final metrics as one JSON object on the last line of output.
@@ -184,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib-fraction", type=float, default=0.2)
     p.add_argument("--out", default=None, help="folder for energy.json / energy.png (default: the run folder)")
     p.add_argument("--no-plot", action="store_true")
+    from spike.cli import deploy
+
+    deploy.add_parsers(sub)
     sub.add_parser("info", help="versions, devices and backends")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -204,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             result = cmd_eval(args)
         elif args.command == "energy":
             result = cmd_energy(args)
+        elif args.command in ("export", "stream"):
+            result = deploy.cmd_export(args) if args.command == "export" else deploy.cmd_stream(args)
         else:
             result = info()
             for k, v in result.items():

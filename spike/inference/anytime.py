@@ -256,6 +256,47 @@ class Cutoff:
         return {"beta": [None if math.isinf(b) else b for b in self.beta], "epsilon": self.epsilon,
                 "target": self.target, "correction": self.correction}
 
+    def save(self, path: str | Path, fingerprint: str | None = None) -> Path:
+        """Write the cutoff as JSON (``beta``: ``null`` = ``inf``; floats round-trip exactly).
+
+        Args:
+            path: the ``.json`` file (written atomically).
+            fingerprint: the model it was calibrated for (:func:`spike.inference.export.model_fingerprint`);
+                :meth:`load` refuses the file for any other model.
+        """
+        import json
+
+        from spike.train.trainer import atomic_write_text
+
+        path = Path(path)
+        doc = {"format": "spike-cutoff-v1", **self.to_dict(), "n_steps": self.n_steps, "fingerprint": fingerprint}
+        atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, fingerprint: str | None = None) -> "Cutoff":
+        """Read a file written by :meth:`save`; with ``fingerprint``, refuse a cutoff of another model.
+
+        Raises:
+            AnytimeError: unreadable file, wrong format, or calibrated for another model (naming the file).
+        """
+        import json
+
+        try:
+            doc = json.loads(Path(path).read_text())
+            beta = tuple(math.inf if b is None else float(b) for b in doc["beta"])
+            if doc.get("format") != "spike-cutoff-v1":
+                raise ValueError(f"format {doc.get('format')!r} is not 'spike-cutoff-v1'")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise AnytimeError(f"{path}: not a cutoff file: {type(e).__name__}: {e}") from None
+        stored = doc.get("fingerprint")
+        if fingerprint is not None and stored != fingerprint:
+            raise AnytimeError(f"{path}: this cutoff was calibrated for another model (fingerprint "
+                               f"{str(stored)[:19]}..., the model's is {fingerprint[:19]}...); recalibrate "
+                               f"with spike eval --anytime")
+        return cls(beta, epsilon=doc.get("epsilon"), target=doc.get("target", "final"),
+                   correction=doc.get("correction"))
+
 
 # -- execution --------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
@@ -555,40 +596,68 @@ def anytime_sweep(model: nn.Module, calib_loader: Iterable, test_loader: Iterabl
                                 "full_length_mismatch": never_mismatch})
 
 
-def plot_anytime(report: AnytimeReport, path: str | Path, title: str = "") -> Path:
-    """Accuracy vs mean time steps and vs wall time for the sweep, with the full-length point."""
+def anytime_figure(report: AnytimeReport, title: str = "") -> Any:
+    """The figure of :func:`plot_anytime`: accuracy (%) vs mean steps and vs measured wall time."""
     from spike.train.plots import _plt
 
     plt = _plt()
-    path = Path(path)
-    pts = sorted(report.points, key=lambda p: p.mean_steps)
+    by_eps = sorted(report.points, key=lambda p: p.epsilon)
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(by_eps), 1)))
+    color = {id(p): c for p, c in zip(by_eps, colors)}
+    pts = sorted(report.points, key=lambda p: (p.mean_steps, p.epsilon))
     has_wall = report.full_wall_time_s is not None and all(p.wall_time_s is not None for p in pts)
-    fig, axes = plt.subplots(1, 2 if has_wall else 1, figsize=(9 if has_wall else 5, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if has_wall else 1, figsize=(11 if has_wall else 7, 4.0), squeeze=False,
+                             layout="constrained")
+    full_acc = 100 * report.full_accuracy
     ax = axes[0, 0]
-    ax.plot([p.mean_steps for p in pts], [100 * p.accuracy for p in pts], "-o", ms=4, label="anytime")
-    for p in pts:
-        ax.annotate(f"ε={p.epsilon:g}", (p.mean_steps, 100 * p.accuracy), fontsize=7,
-                    textcoords="offset points", xytext=(3, -9))
-    ax.plot([report.full_steps], [100 * report.full_accuracy], "s", color="k", label="full length")
-    ax.axhline(100 * report.full_accuracy - 1, color="gray", lw=0.8, ls="--", label="full − 1 point")
-    ax.set_xlabel("mean time steps per sample")
+    # offline accuracy is exact for each epsilon, so the curve is drawn in order of mean steps
+    ax.plot([p.mean_steps for p in pts], [100 * p.accuracy for p in pts], "-", color="0.6", lw=1, zorder=1)
+    for p in by_eps:
+        ax.scatter(p.mean_steps, 100 * p.accuracy, color=color[id(p)], s=30, zorder=3,
+                   label=f"ε = {p.epsilon:g}: {p.mean_steps:.2f} steps, {100 * p.accuracy:.1f}%")
+    full = dict(marker="s", s=70, facecolors="none", edgecolors="k", linewidths=1.5, zorder=4)
+    ax.scatter([report.full_steps], [full_acc], label=f"full length: {report.full_steps} steps, {full_acc:.1f}%",
+               **full)
+    ax.axhline(full_acc - 1, color="gray", lw=0.8, ls="--", label="full length − 1 point")
+    ax.set_xlabel("mean time steps per test sample")
     ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"accuracy vs steps ({report.n_test} test samples)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     if has_wall:
         ax = axes[0, 1]
-        ax.plot([p.wall_time_s for p in pts], [100 * p.accuracy for p in pts], "-o", ms=4, label="anytime")
-        ax.plot([report.full_wall_time_s], [100 * report.full_accuracy], "s", color="k", label="full length")
-        ax.set_xlabel("wall time over the test set (s)")
+        # measured times are noisy: points, not a line
+        for p in by_eps:
+            ax.scatter(p.wall_time_s, 100 * p.accuracy, color=color[id(p)], s=30, zorder=3)
+        ax.scatter([report.full_wall_time_s], [full_acc], **full)
+        ax.axhline(full_acc - 1, color="gray", lw=0.8, ls="--")
+        if report.dense_wall_time_s is not None:
+            ax.axvline(report.dense_wall_time_s, color="k", lw=0.8, ls=":",
+                       label=f"one dense forward: {report.dense_wall_time_s:.3g} s")
+        ax.set_xlabel("wall time over the test set (s), step-by-step loop")
         ax.set_ylabel("test accuracy (%)")
+        ax.set_title("accuracy vs measured wall time", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    handles, labels = [], []
+    for a in axes[0]:
+        h, lab = a.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7, title="calibrated risk ε",
+               title_fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot_anytime(report: AnytimeReport, path: str | Path, title: str = "") -> Path:
+    """Accuracy (%) vs mean time steps and vs wall time for the sweep, with the full-length point.
+
+    Points are coloured by risk ε (same colour in both panels); the wall-time panel shows each
+    measurement as a point, never joined, since timings are noisy.
+    """
+    from spike.train.plots import _save
+
+    return _save(anytime_figure(report, title), path)
 
 
 # -- checkpoint driver (``spike eval --anytime``) ---------------------------------------------------
@@ -653,6 +722,11 @@ def anytime_from_checkpoint(path: str | Path, *, epsilon: float = 0.01,
                                               title=f"{cfg.run.name}: anytime inference ({target})"))
         from spike.train.trainer import write_json
 
+        from spike.inference.export import model_fingerprint
+
+        cut = Cutoff(tuple(p.beta), epsilon=eps, target=target, correction=correction)
+        result["cutoff"] = str(cut.save(out / "cutoff.json",
+                                        model_fingerprint(model, int(cfg.data.n_time_bins))))
         write_json(out / "anytime.json", result)
         result["table"] = report.format_table()
     return result

@@ -17,7 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +32,10 @@ from spike.neurons import lif as F
 from spike.neurons.modules import LI, LIF
 from spike.synapses import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, SharedDropout
 
-__all__ = ["ExportError", "export_event_network"]
+__all__ = ["ExportError", "export_event_network", "model_fingerprint", "save_event_network", "load_event_network",
+           "NPZ_FORMAT"]
+
+NPZ_FORMAT = "spike-event-network-v1"
 
 
 class ExportError(ValueError):
@@ -173,3 +180,87 @@ def _export_neurons(name: str, layer: LIF, shape: tuple[int, ...], dtype) -> Neu
     gain = _coef(p.gain, shape, dtype)
     return Neurons(tuple(shape), beta, gain, p.v_th, p.v_reset, p.v_rest, p.reset, bool(p.deferred),
                    "membrane" if isinstance(layer, LI) else "spikes", name)
+
+
+# -- fingerprint and the .npz file -------------------------------------------------------------------
+def model_fingerprint(model: nn.Module, n_steps: int) -> str:
+    """``"sha256:<hex>"`` of the model's state (names, shapes, values) and the number of input steps.
+
+    A calibrated :class:`~spike.inference.anytime.Cutoff` stores it; an exported ``.npz`` stores the
+    fingerprint of the model it came from, so a cutoff is matched to either.
+    """
+    h = hashlib.sha256(f"n_steps={int(n_steps)}".encode())
+    for k, v in sorted(model.state_dict().items()):
+        a = v.detach().cpu().contiguous()
+        h.update(f"|{k}:{tuple(a.shape)}:{a.dtype}|".encode())
+        h.update(a.numpy().tobytes() if a.dtype != torch.bfloat16 else a.float().numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+_KINDS = {"Dense": Dense, "Conv": Conv, "Pool": Pool, "Neurons": Neurons, "TimePad": TimePad}
+
+
+def save_event_network(path: str | Path, net: EventNetwork, meta: dict | None = None) -> Path:
+    """Write ``net`` as an ``.npz`` (no pickle), written atomically.
+
+    Layout: ``meta`` -- a JSON string: ``format`` (:data:`NPZ_FORMAT`), ``input_shape``, ``dtype``,
+    ``layers`` (per layer: ``kind`` -- Dense / Conv / Pool / Neurons / TimePad --, ``name``, and its
+    scalar fields) plus the caller's ``meta`` (:func:`spike.cli.deploy` adds ``binning``:
+    ``dataset``, ``n_time_bins``, ``sensor_size`` (W, H, P), ``input_shape``, ``duration_us``,
+    ``size_hw``, ``dt_us``; ``loss``, ``n_classes``, ``fingerprint``); ``L{i}.{field}`` -- every array
+    field of layer ``i`` (``weight``, ``bias``, ``delay``, ``beta``, ``gain``; an absent ``None`` field
+    has no entry).
+    """
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    layers = []
+    for i, layer in enumerate(net.layers):
+        entry = {"kind": type(layer).__name__}
+        for f in dataclasses.fields(layer):
+            v = getattr(layer, f.name)
+            if isinstance(v, np.ndarray):
+                arrays[f"L{i}.{f.name}"] = v
+            elif v is not None:
+                entry[f.name] = list(v) if isinstance(v, tuple) else (v.item() if isinstance(v, np.generic) else v)
+        layers.append(entry)
+    doc = {**(meta or {}), "format": NPZ_FORMAT, "input_shape": list(net.input_shape),
+           "dtype": np.dtype(net.dtype).name, "layers": layers}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    try:
+        np.savez(tmp, meta=np.array(json.dumps(doc)), **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_event_network(path: str | Path) -> tuple[EventNetwork, dict]:
+    """Read a file written by :func:`save_event_network`: ``(network, meta)``.
+
+    Raises:
+        ExportError: not such a file, or a broken layer (naming the file and the array or layer).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            doc = json.loads(str(z["meta"]))
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+    except (OSError, ValueError, KeyError) as e:
+        raise ExportError(f"{path}: not an event-network .npz: {type(e).__name__}: {e}") from None
+    if doc.get("format") != NPZ_FORMAT:
+        raise ExportError(f"{path}: format {doc.get('format')!r} is not {NPZ_FORMAT!r}")
+    layers = []
+    for i, entry in enumerate(doc["layers"]):
+        kind = entry.get("kind")
+        if kind not in _KINDS:
+            raise ExportError(f"{path}: layer {i} has unknown kind {kind!r}; expected one of {sorted(_KINDS)}")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in entry.items() if k != "kind"}
+        kw.update({k.split(".", 1)[1]: a for k, a in arrays.items() if k.startswith(f"L{i}.")})
+        try:
+            layers.append(_KINDS[kind](**kw))
+        except (TypeError, ValueError) as e:
+            raise ExportError(f"{path}: layer {i} ({kind} {entry.get('name')!r}): {e}") from None
+    try:
+        net = EventNetwork(tuple(doc["input_shape"]), tuple(layers), np.dtype(doc["dtype"]))
+    except ValueError as e:
+        raise ExportError(f"{path}: the layers do not form an event network: {e}") from None
+    return net, doc

@@ -41,7 +41,8 @@ class StopRule:
 class RunResult(NamedTuple):
     """Output of :func:`run` (and :meth:`EventStream.finish`).
 
-    * ``out [T_total, B, *out_shape]``: the readout of every step (zeros after a sample stopped);
+    * ``out [T_total, B, *out_shape]`` (also ``.output``): the readout of every step (zeros after a
+      sample stopped);
     * ``steps [B]``: steps processed (``T_total`` unless the stop rule fired);
     * ``synops, updates, decays [B, L]`` per stage (``layers``): synaptic operations (events x non-zero
       fan-out reached), neuron updates with a threshold check, lazily replayed decay steps;
@@ -59,6 +60,12 @@ class RunResult(NamedTuple):
     spikes: dict[str, np.ndarray] | None = None
     v_final: dict[str, np.ndarray] | None = None
     s_final: dict[str, np.ndarray] | None = None
+
+    @property
+    def output(self) -> np.ndarray:
+        """The readout ``[T_total, B, *out_shape]``: the same array as ``out`` (the name
+        :meth:`EventStream.output` uses; ``out`` stays for compatibility)."""
+        return self.out
 
 
 def _stage_counts(net: EventNetwork, cnt: np.ndarray):

@@ -68,8 +68,14 @@ class EventStream:
         return self._stopped
 
     def output(self) -> np.ndarray:
-        """The readout of every processed step, ``[steps_done, *out_shape]`` (a copy)."""
+        """The readout of every processed step, ``[steps_done, *out_shape]`` (a copy); after
+        :meth:`finish` the same array is ``RunResult.output[:, 0]`` (alias of ``RunResult.out``)."""
         return self._out[:self._done].reshape(self._done, *self.net.out_shape).copy()
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(synops, updates, decays)`` per stage (``[L]``, in the order of ``net.stage_names``) so far."""
+        syn, upd, dec = _stage_counts(self.net, self._cnt[None])
+        return syn[0], upd[0], dec[0]
 
     def cumulative(self) -> np.ndarray:
         """Sum of the readout over the processed steps (float64), ``[*out_shape]``."""
