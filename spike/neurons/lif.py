@@ -106,8 +106,14 @@ class LIFParams:
             raise ValueError(f"tau must be > 0 (math.inf for an IF neuron), got {self.tau!r}")
         if self.decay_input and not isinstance(self.tau, Tensor) and math.isinf(self.tau):
             raise ValueError("decay_input=True scales the input by 1-beta, which is 0 for tau=inf (IF)")
-        if not math.isfinite(self.v_th):
-            raise ValueError(f"v_th must be finite, got {self.v_th!r}")
+        for name in ("v_th", "v_reset", "v_rest"):
+            value = getattr(self, name)
+            try:
+                ok = math.isfinite(float(value))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{name} must be finite, got {value!r}")
 
 
 class LIFDiscrete(NamedTuple):
@@ -192,6 +198,8 @@ def supports(p: LIFDiscrete, x: Tensor) -> str | None:
 def multi_step(x: Tensor, state: LIFState | None, p: LIFDiscrete,
                record: bool = False) -> tuple[Tensor, LIFState, Tensor | None]:
     """Reference multi-step LIF over ``x: [T, B, ...]`` (plain autograd through :func:`lif_step`)."""
+    if x.shape[0] == 0:
+        raise ValueError(f"x has T = 0 time steps; expected [T >= 1, B, ...], got shape {tuple(x.shape)}")
     if state is None:
         state = init_state(x[0], p)
     return scan(lif_step, x, state, p, record)

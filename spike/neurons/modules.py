@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from spike.core.registry import resolve
 from spike.neurons import lif as F
-from spike.neurons.scan import check_sequence
+from spike.neurons.scan import check_finite, check_sequence, check_state
 from spike.surrogate import ATan, Surrogate, get_surrogate
 
 __all__ = ["NeuronOutput", "LIF", "IF", "LI"]
@@ -112,15 +112,16 @@ class LIF(nn.Module):
         """Validate ``x [T, B, ...]`` and ``state`` for this layer; return the discretised parameters.
 
         Raises:
-            ValueError: wrong rank/shape, non-finite input, or a state that does not match one step of ``x``.
+            ValueError: wrong rank/shape, no time steps (``T = 0``), non-finite input, or a state that
+                does not match one step of ``x`` or holds NaN/Inf.
         """
-        check_sequence(x, f"{type(self).__name__} input")
+        what = f"{type(self).__name__} input"
+        check_sequence(x, what, finite=False)
         if self.shape is not None and tuple(x.shape[2:]) != self.shape:
             raise ValueError(f"{type(self).__name__} expects [T, B, {', '.join(map(str, self.shape))}], "
                              f"got {tuple(x.shape)}")
-        if state is not None and tuple(state.v.shape) != tuple(x.shape[1:]):
-            raise ValueError(f"state.v has shape {tuple(state.v.shape)} but one step of the input has "
-                             f"{tuple(x.shape[1:])}; pass state=None to start from rest")
+        named = check_state(state, x, "state", "pass state=None to start from rest") if state is not None else []
+        check_finite((what, x), *named)  # one reduction for the input and the initial state
         return F.discretize(self.params())
 
     def extra_repr(self) -> str:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from spike.neurons import ultralif as F
 from spike.neurons.modules import NeuronOutput
-from spike.neurons.scan import check_sequence
+from spike.neurons.scan import check_finite, check_sequence, check_state
 
 __all__ = ["UltraLIF", "UltraDLIF", "spike_rate_penalty"]
 
@@ -84,10 +84,10 @@ class _UltraBase(nn.Module):
 
     def forward(self, x: Tensor, state: F.UltraState | None = None, record: bool = False) -> NeuronOutput:
         name = type(self).__name__
-        check_sequence(x, f"{name} input")
-        if state is not None and tuple(state.v.shape) != tuple(x.shape[1:]):
-            raise ValueError(f"state.v has shape {tuple(state.v.shape)} but one step of the input has "
-                             f"{tuple(x.shape[1:])}; pass state=None to start from V = 0")
+        what = f"{name} input"
+        check_sequence(x, what, finite=False)
+        named = check_state(state, x, "state", "pass state=None to start from V = 0") if state is not None else []
+        check_finite((what, x), *named)  # one reduction for the input and the initial state
         spikes, state, v = F.multi_step(x, state, self.params(), spatial=self.spatial, record=record)
         if self.training and self.sparsity > 0.0:
             spikes = spike_rate_penalty(spikes, self.sparsity)

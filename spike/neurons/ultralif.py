@@ -145,6 +145,8 @@ def multi_step(x: Tensor, state: UltraState | None, p: UltraParams, spatial: boo
     """UltraLIF (``spatial=False``) or UltraDLIF over ``x: [T, B, ...]`` with :func:`~spike.neurons.scan.scan`."""
     if p.boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {p.boundary!r}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x has T = 0 time steps; expected [T >= 1, B, ...], got shape {tuple(x.shape)}")
     if state is None:
         state = init_state(x[0])
     return scan(ultradlif_step if spatial else ultralif_step, x, state, p, record)

@@ -372,23 +372,10 @@ def _data_meta(data: DataBundle) -> dict:
             "n_time_bins": data.n_time_bins, "dt_us": data.dt_us}
 
 
-@torch.no_grad()
 def save_plots(trainer: Trainer, data: DataBundle, test_loader, out: Path, dev) -> list[str]:
-    from spike.train.plots import plot_raster, plot_training_curves
+    from spike.train.raster import save_run_plots  # training_curves.png and raster.png
 
-    paths = [str(plot_training_curves(trainer.history, out / "training_curves.png", title=str(out.name)))]
-    x, y = next(iter(test_loader))
-    model = trainer.model
-    model.eval()
-    res = model(x[:, :1].to(dev), record=True)
-    layers = {"input": x[:, 0].reshape(x.shape[0], -1).cpu().numpy()}
-    for name, (spk, _v) in (res.records or {}).items():
-        if spk is not None and bool(((spk == 0) | (spk == 1)).all()):
-            layers[f"layer {name}"] = spk[:, 0].reshape(spk.shape[0], -1).cpu().numpy()
-    dt = data.dt_us / 1000.0 if data.dt_us else 1.0
-    paths.append(str(plot_raster(layers, out / "raster.png", dt=dt, unit="ms" if data.dt_us else "step",
-                                 title=f"test sample 0 (label {int(y[0])})")))
-    return paths
+    return save_run_plots(trainer, data, test_loader, out, dev)
 
 
 def evaluate_checkpoint(path: str | Path, *, device: str | None = None) -> dict:

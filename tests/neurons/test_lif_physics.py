@@ -394,6 +394,18 @@ def test_non_tensor_input_raises():
         LIF(backend=REF)([[[0.0]]])
 
 
+def test_zero_steps_raises():
+    with pytest.raises(ValueError, match=r"T = 0 time steps"):
+        LIF(backend=REF)(torch.zeros(0, 2, 3))
+
+
+def test_nan_state_raises():
+    bad = LIFState(torch.zeros(2, 3), torch.zeros(2, 3))
+    bad.v[0, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"state\.v contains 1 NaN/Inf"):
+        LIF(backend=REF)(torch.zeros(5, 2, 3), state=bad)
+
+
 def test_state_with_wrong_shape_raises():
     x = torch.zeros(5, 2, 3)
     bad = LIFState(torch.zeros(3, 3), torch.zeros(3, 3))
@@ -417,6 +429,8 @@ def test_feature_shape_mismatch_raises():
     (dict(tau=-2.0), "tau must be > 0"),
     (dict(tau=float("nan")), "tau must be > 0"),
     (dict(v_th=float("nan")), "v_th must be finite"),
+    (dict(v_reset=float("nan")), "v_reset must be finite"),
+    (dict(v_rest=float("inf")), "v_rest must be finite"),
     (dict(tau=math.inf, decay_input=True), "decay_input"),
     (dict(recurrent=True), "recurrent=True needs shape"),
     (dict(surrogate="arctan"), "unknown surrogate"),
