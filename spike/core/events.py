@@ -44,7 +44,7 @@ def validate_events(events: np.ndarray, sensor_size: tuple[int, int, int] | None
         ``events`` unchanged (never copied or modified).
 
     Raises:
-        EventError: naming the first problem found.
+        EventError: naming the first problem found (float fields must also be finite).
     """
     if not isinstance(events, np.ndarray) or events.dtype.names is None:
         raise EventError(f"{name}: expected a structured numpy array with fields x, y, t, p, "
@@ -56,9 +56,15 @@ def validate_events(events: np.ndarray, sensor_size: tuple[int, int, int] | None
         raise EventError(f"{name}: expected a 1-D event array, got shape {events.shape}")
     if len(events) == 0:
         return events
+    for field in REQUIRED_FIELDS:
+        if field in events.dtype.names and events.dtype[field].kind in "fc":
+            v = events[field]
+            if not np.all(np.isfinite(v)):
+                raise EventError(f"{name}: {field} holds non-finite values (inf or NaN) at "
+                                 f"index {int(np.flatnonzero(~np.isfinite(v))[0])}")
     if check_sorted:
         t = events["t"]
-        bad = np.flatnonzero(np.diff(t) < 0)
+        bad = np.flatnonzero(t[1:] < t[:-1])  # not np.diff: it overflows on int64 extremes
         if bad.size:
             i = int(bad[0])
             raise EventError(f"{name}: timestamps are not sorted (t[{i}]={t[i]} > t[{i + 1}]={t[i + 1]})")

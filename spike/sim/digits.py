@@ -24,6 +24,7 @@ does not depend on the thread count and equals ``simulate`` called sample by sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -130,10 +131,12 @@ def render_saccades(images: np.ndarray, *, n_frames_per_saccade: int = 10, senso
 
     Args:
         images: ``[S, h, w]`` images with values in [0, 1].
-        n_frames_per_saccade, amplitude: see :func:`saccade_path`.
+        n_frames_per_saccade: rendered frames per saccade (see :func:`saccade_path`).
+        amplitude: saccade leg length in pixels (see :func:`saccade_path`).
         sensor: sensor width = height in pixels.
         digit_size: size of the upscaled digit (``scale = digit_size / w``).
-        background, foreground: intensities (0-1) of value 0 and value 1.
+        background: intensity (0-1) of image value 0.
+        foreground: intensity (0-1) of image value 1.
 
     Returns:
         ``frames`` ``[S, N, sensor, sensor]`` float64 in [0, 1] and ``timestamps_us`` ``[N]``.
@@ -250,7 +253,8 @@ def digits_events(*, n_frames_per_saccade: int = 10, config: DVSConfig = DIGITS_
         sensor: sensor width = height (34 like N-MNIST).
         digit_size: upscaled digit size in pixels (24: about MNIST's ink size).
         amplitude: saccade leg length in pixels.
-        background, foreground: display intensities (0-1) of ink value 0 and 16.
+        background: display intensity (0-1) of ink value 0.
+        foreground: display intensity (0-1) of ink value 16.
         indices: optional subset of the 1797 digits (seeds still follow the subset order).
 
     Returns:
@@ -287,7 +291,7 @@ class DigitsEvents:
 
 
 def load_digits_events(*, test_fraction: float = 0.2, split_seed: int = 0,
-                       **kwargs) -> DigitsEvents:
+                       **kwargs: Any) -> DigitsEvents:
     """The quickstart data: all digits as events, split train/test.
 
     The split is sklearn's ``train_test_split(arange(1797), test_size=test_fraction,

@@ -158,7 +158,8 @@ def delayed_linear(x: Tensor, weight: Tensor, pos: Tensor, sigma: float, max_del
 
     Args:
         x: ``[T, B, C_in]`` input.
-        weight, pos: ``[C_out, C_in]`` weights and delay positions (steps).
+        weight: ``[C_out, C_in]`` weights.
+        pos: ``[C_out, C_in]`` delay positions (steps).
         sigma: Gaussian width (steps); ``0`` or ``hard=True``: rounded integer delays.
         max_delay: ``D``, the largest delay in steps.
         state: the previous ``D`` input steps (``None``: zeros, i.e. silence before ``t = 0``).
@@ -190,7 +191,8 @@ class DelayedLinear(nn.Module):
     :class:`~spike.synapses.Sequential` threads its input buffer like a neuron's membrane.
 
     Args:
-        in_features, out_features: ``C_in``, ``C_out``.
+        in_features: ``C_in``.
+        out_features: ``C_out``.
         max_delay: largest delay ``D`` in time steps (kernel of ``D + 1`` taps).
         sigma: initial Gaussian width in steps (default ``max_delay / 2``); changed by
             :meth:`set_sigma` (see :class:`spike.train.callbacks.SigmaSchedule`).

@@ -165,7 +165,7 @@ def _records(spikes: list[Tensor]) -> dict[str, tuple[Tensor, Tensor | None]]:
 
 
 class FFNet(nn.Module):
-    """A spiking MLP trained by Forward-Forward (see the module docstring).
+    r"""A spiking MLP trained by Forward-Forward (see the module docstring).
 
     The first layer's input current for input ``x`` and label ``l`` is computed without building the
     label-embedded input: :math:`W [\hat x;\ l] + b = (W_x x) / (\operatorname{rms}(\bar x) + \epsilon)
@@ -407,7 +407,9 @@ class ForwardForward:
     Args:
         theta: goodness threshold :math:`\\theta` (``[train] ff_theta``).
         goodness_scale: :math:`\\kappa` of :func:`goodness` (``ff_goodness_scale``).
-        label_scale, label_embedding, inference: see :class:`FFNet`.
+        label_scale: see :class:`FFNet`.
+        label_embedding: see :class:`FFNet`.
+        inference: see :class:`FFNet`.
         negatives: ``"random"`` or ``"hard"`` (see :func:`ff_backward`).
 
     Example:

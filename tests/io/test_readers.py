@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spike.core.events import EVENT_DTYPE, EventError
+from spike.core.events import EVENT_DTYPE, EventError, validate_events
 from spike.io import (
     EventFileError,
+    EventFileNotFoundError,
     Recording,
     decode_40bit,
+    decode_dat,
+    decode_evt2,
     decode_evt3,
     detect_format,
     read_aedat4,
@@ -139,29 +142,6 @@ def _evt2_reference(path: Path) -> np.ndarray:
 def test_evt2_matches_an_independent_decoder(data, rel):
     events, _ = read_evt2(data / rel)
     np.testing.assert_array_equal(events, _evt2_reference(data / rel))
-
-
-@pytest.mark.shared_data
-@pytest.mark.parametrize("rel", ["expelliarmus/evt3_sample.raw",
-                                 "expelliarmus/evt3_test_pedestrians.raw"])
-def test_evt3_addresses_agree_with_expelliarmus(data, rel):
-    """expelliarmus decodes EVT3 addresses right (only its time is wrong): x, y, p must match."""
-    from expelliarmus import Wizard
-
-    ours, _ = read_evt3(data / rel)
-    theirs = Wizard(encoding="evt3").read(data / rel)
-    for f in "xyp":
-        np.testing.assert_array_equal(ours[f], theirs[f])
-
-
-@pytest.mark.shared_data
-def test_expelliarmus_evt3_time_is_still_wrong(data):
-    """Why read_evt3 is hand-written. If this fails, expelliarmus was fixed: consider using it."""
-    from expelliarmus import Wizard
-
-    theirs = Wizard(encoding="evt3").read(data / "faery_pypi" / "evt3.raw")
-    span = (theirs["t"][-1] - theirs["t"][0]) / 1e6
-    assert span > 20.0  # the true duration is 10.77 s
 
 
 @pytest.mark.shared_data
@@ -326,10 +306,12 @@ def test_npy_structured_round_trip_and_missing_y(tmp_path):
 # Bad input: one clear error naming the file.
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError) as info:
+def test_missing_file_is_both_our_error_and_file_not_found(tmp_path):
+    with pytest.raises(EventFileNotFoundError) as info:
         read_events(tmp_path / "nope.aedat4")
     assert info.value.filename == str(tmp_path / "nope.aedat4")
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, EventFileError)
+    assert str(info.value).startswith(str(tmp_path / "nope.aedat4"))
 
 
 @pytest.mark.parametrize("name, content, pattern", [
@@ -343,7 +325,7 @@ def test_missing_file(tmp_path):
     ("trunc.dat", b"% Version 2\n" + bytes([12, 8]) + bytes(12), r"truncated DAT.*12 data bytes"),
     ("kind.dat", b"% Version 2\n" + bytes([12, 16]) + bytes(16),
      r"unsupported DAT event type 12 of size 16"),
-    ("empty.dat", b"% Version 2\n", r"no event type/size bytes"),
+    ("empty.dat", b"% Version 2\n%", r"no event type/size bytes"),
     ("junk.aedat4", b"\x00garbage" * 10, r"not an AEDAT 4\.0 file"),
     ("cut.aedat4", b"#!AER-DAT4.0\r\n" + bytes(range(256)) * 3, r"truncated or corrupted AEDAT4"),
     ("what.xyz", b"hello", r"unknown event file type '\.xyz'"),
@@ -396,15 +378,407 @@ def test_header_only_file_is_an_empty_recording(tmp_path):
     assert detect_format(f) == "evt3" and read_events(f).sensor_size == (1280, 720, 2)
 
 
-def test_expelliarmus_formats_need_their_extension(tmp_path):
-    f = tmp_path / "rec.evt2"
-    f.write_bytes(b"% evt 2.0\n" + bytes(8))
-    with pytest.raises(EventFileError, match=r"rec\.evt2.*only from '\.raw' files"):
-        read_events(f, format="evt2")
-
-
 def test_unknown_format_name(tmp_path):
     f = tmp_path / "a.bin"
     f.write_bytes(bytes(5))
     with pytest.raises(EventFileError, match="unknown format 'csv'"):
         read_events(f, format="csv")
+
+
+# --------------------------------------------------------------------------------------------
+# EVT3 time: the spec, openeb and faery. A pure-Python decoder written from the spec is the
+# oracle (https://docs.prophesee.ai/stable/data/encoding_formats/evt3.html: "EVT_TIME_LOW:
+# updates the lower 12-bit portion of the 24-bit time base"; openeb's evt3_decoder.h assigns it
+# as is, never clamps).
+
+
+def _evt3_spec(words) -> np.ndarray:
+    """One word at a time, as the spec reads (slow; the oracle for decode_evt3)."""
+    out = []
+    started, high, low, loops, y, cd, base, bp = False, 0, 0, 0, 0, False, -1, 0
+    for w in np.asarray(words).tolist():
+        kind, v = w >> 12, w & 0xFFF
+        if not started:
+            if kind == 8:
+                started, high = True, v
+            continue
+        t = (loops << 24) | (high << 12) | low
+        if kind == 0:
+            y, cd = v & 0x7FF, True
+        elif kind == 1:
+            cd = False
+        elif kind == 2 and cd:
+            out.append((v & 0x7FF, y, t, v >> 11))
+        elif kind == 3:
+            base, bp = v & 0x7FF, v >> 11
+        elif kind in (4, 5) and base >= 0:
+            n = 12 if kind == 4 else 8
+            if cd:
+                out += [(base + i, y, t, bp) for i in range(n) if v >> i & 1]
+            base += n
+        elif kind == 6:
+            low = v
+        elif kind == 8 and v != high:
+            loops += high - v >= 2048
+            high, low = v, 0
+    return fixtures._events(*zip(*out)) if out else np.empty(0, EVENT_DTYPE)
+
+
+def _words(path: Path) -> np.ndarray:
+    from spike.io.prophesee import _read_prophesee_header
+
+    raw = path.read_bytes()
+    return np.frombuffer(raw, "<u2", offset=_read_prophesee_header(path, raw)[1])
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("rel", ["expelliarmus/evt3_sample.raw",
+                                 "expelliarmus/evt3_test_pedestrians.raw"])
+def test_evt3_decoder_equals_the_spec_oracle(data, rel):
+    events, _ = read_evt3(data / rel)
+    np.testing.assert_array_equal(events, _evt3_spec(_words(data / rel)))
+
+
+@pytest.mark.shared_data
+def test_evt3_sample_time_low_steps_back_and_faery_clamps_it(data):
+    """The 10 us disagreement with faery 0.7.1, decided by the spec: the file has TIME_LOW 811
+    then TIME_LOW 800 under TIME_HIGH 2861; the events after it are at 2861*4096 + 800."""
+    path = data / "expelliarmus" / "evt3_sample.raw"
+    w = _words(path)
+    at = np.flatnonzero((w[:-2] == 0x8B2D) & (w[1:-1] == 0x632B) & (w[2:] == 0x6320))
+    assert len(at) == 1  # TIME_HIGH 2861, TIME_LOW 811, then TIME_LOW 800
+    ours, _ = read_evt3(path)
+    k = len(decode_evt3(w[:at[0] + 3])[0])  # the first event after those words
+    assert ours["t"][k] == 2861 * 4096 + 800
+    faery = pytest.importorskip("faery")
+    theirs = np.concatenate(list(faery.events_stream_from_file(path)))
+    for f, g in (("x", "x"), ("y", "y"), ("p", "on")):
+        np.testing.assert_array_equal(ours[f], theirs[g])
+    assert theirs["t"][k] == 2861 * 4096 + 811
+    diff = theirs["t"].astype(np.int64) - ours["t"]
+    # faery never goes back in time: it keeps 811 for those events (and any later backward
+    # TIME_LOW); only t differs, by at most the 11 us of that step.
+    assert np.count_nonzero(diff) == 1455 and diff.min() == 0 and diff.max() == 11
+    assert np.all(np.diff(theirs["t"].astype(np.int64)) >= 0)
+
+
+@pytest.mark.shared_data
+def test_evt2_decoder_agrees_with_faery_on_real_files(data):
+    faery = pytest.importorskip("faery")
+    for rel in ("expelliarmus/evt2_sample.raw", "expelliarmus/sparklers.raw"):
+        ours, size = read_evt2(data / rel)
+        theirs = np.concatenate(list(faery.events_stream_from_file(data / rel)))
+        for f, g in (("x", "x"), ("y", "y"), ("t", "t"), ("p", "on")):
+            np.testing.assert_array_equal(ours[f], theirs[g])
+
+
+def test_decode_evt2_loop_and_backward_step():
+    th = lambda h: (8 << 28) | h  # noqa: E731
+    cd = lambda p, lo, x, y: (p << 28) | (lo << 22) | (x << 11) | y  # noqa: E731
+    words = np.array([cd(1, 5, 1, 1),  # before any TIME_HIGH: dropped
+                      th(0x0FFFFFFF), cd(1, 3, 2, 2),
+                      th(0), cd(0, 4, 3, 3),  # a loop of the 28-bit TIME_HIGH: +2**34 us
+                      th(5), th(4), cd(0, 1, 4, 4)], np.uint32)  # a small step back: kept
+    x, y, t, p = decode_evt2(words)
+    np.testing.assert_array_equal(x, [2, 3, 4])
+    np.testing.assert_array_equal(t, [(0x0FFFFFFF << 6) | 3, (1 << 34) | 4,
+                                      (1 << 34) | (4 << 6) | 1])
+    np.testing.assert_array_equal(p, [1, 0, 0])
+
+
+def test_decode_evt3_time_high_change_clears_time_low_and_em_events_are_skipped():
+    words = np.array([0x8001, 0x0002, 0x6123, 0x8002, 0x2005,  # TH 2 clears TL: t = 2*4096
+                      0x1003, 0x2006,  # EM ADDR_Y: the next ADDR_X is not a CD event
+                      0x0004, 0x6001, 0x2007], np.uint16)
+    x, y, t, p = decode_evt3(words)
+    np.testing.assert_array_equal(x, [5, 7])
+    np.testing.assert_array_equal(t, [2 * 4096, 2 * 4096 + 1])
+    np.testing.assert_array_equal(y, [2, 4])
+
+
+# --------------------------------------------------------------------------------------------
+# DAT time: a decreasing timestamp is an error, not a 71-minute unwrap.
+
+
+def _dat(path: Path, t, x=None, header=b"% Version 2\n% Width 16\n% Height 12\n") -> Path:
+    t = np.asarray(t, np.uint64)
+    body = np.zeros((len(t), 2), "<u4")  # (n_events, [t, data])
+    body[:, 0] = t & 0xFFFFFFFF
+    body[:, 1] = 0 if x is None else np.asarray(x)
+    path.write_bytes(header + bytes([12, 8]) + body.tobytes())
+    return path
+
+
+def test_dat_zeroed_event_or_appended_zeros_raise_instead_of_unwrapping(tmp_path):
+    t = np.arange(0, 100_000, 1000)
+    z = t.copy()
+    z[40] = 0  # one zeroed event
+    with pytest.raises(EventFileError, match=r"zeroed\.dat: timestamps are not sorted"):
+        read_events(_dat(tmp_path / "zeroed.dat", z))
+    f = _dat(tmp_path / "tail.dat", t)
+    f.write_bytes(f.read_bytes() + bytes(8))
+    with pytest.raises(EventFileError, match=r"tail\.dat: timestamps are not sorted"):
+        read_events(f)
+    events, _ = read_events(f, sort=True)  # the zero event sorts to the front, nothing is unwrapped
+    assert events["t"].max() == t.max()
+
+
+def test_dat_true_32_bit_wrap_is_unwrapped(tmp_path):
+    t = np.array([2**32 - 20, 2**32 - 5, 2**32 + 3, 2**32 + 2**30, 2 * 2**32 - 7, 2 * 2**32 + 5],
+                 np.int64)
+    events, size = read_events(_dat(tmp_path / "wrap.dat", t))
+    np.testing.assert_array_equal(events["t"], t)
+    assert size == (16, 12, 2)
+    np.testing.assert_array_equal(decode_dat(bytes(16))["t"], [0, 0])
+
+
+@pytest.mark.shared_data
+def test_dat_real_files_agree_with_faery_and_expelliarmus_misreads_zeroed_event(data, tmp_path):
+    ours, _ = read_dat(data / "faery_pypi" / "gen4.dat")
+    faery = pytest.importorskip("faery")
+    theirs = np.concatenate(list(faery.events_stream_from_file(data / "faery_pypi" / "gen4.dat")))
+    for f, g in (("x", "x"), ("y", "y"), ("t", "t"), ("p", "on")):
+        np.testing.assert_array_equal(ours[f], theirs[g])
+    expelliarmus = pytest.importorskip("expelliarmus")
+    raw = bytearray((data / "tonic" / "sample_ncars.dat").read_bytes())
+    raw[-8 * 100:-8 * 99] = bytes(8)  # zero one event
+    bad = tmp_path / "zeroed.dat"
+    bad.write_bytes(bytes(raw))
+    arr = expelliarmus.Wizard(encoding="dat").read(bad)
+    assert (arr["t"].max() - arr["t"].min()) > 2**32 - 10**6  # 71 minutes, silently
+    with pytest.raises(EventFileError, match="not sorted"):
+        read_events(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# EVT2 without a header, and with a first data word starting with '%'.
+
+
+@pytest.mark.shared_data
+def test_evt2_without_header_and_with_percent_first_word(data, tmp_path):
+    src = data / "expelliarmus" / "evt2_sample.raw"
+    from spike.io.prophesee import _read_prophesee_header
+
+    raw = src.read_bytes()
+    off = _read_prophesee_header(src, raw)[1]
+    want, _ = read_evt2(src)
+    bare = tmp_path / "bare.raw"
+    bare.write_bytes(raw[off:])
+    with pytest.raises(EventFileError, match="cannot tell EVT2 from EVT3"):
+        read_events(bare)
+    got, size = read_events(bare, format="evt2")
+    np.testing.assert_array_equal(got, want)
+    assert size == (int(want["x"].max()) + 1, int(want["y"].max()) + 1, 2)  # inferred
+    # A data stream whose first byte is 0x25 ('%'): a TIME_HIGH word 0x80000025 put first.
+    pct = tmp_path / "pct.raw"
+    pct.write_bytes(raw[:off] + np.array([0x80000025], "<u4").tobytes() + raw[off:])
+    assert pct.read_bytes()[off:off + 1] == b"%"
+    got, _ = read_events(pct)
+    np.testing.assert_array_equal(got, want)  # no event lost to header skipping
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input found by the hostile test: one EventFileError naming the file, nothing printed.
+
+
+@pytest.mark.shared_data
+def test_aedat4_panic_and_bad_utf8_become_our_error_with_nothing_printed(data, tmp_path, capfd):
+    raw = (data / "aestream" / "davis.aedat4").read_bytes()
+    panic = bytearray(raw)
+    panic[37] ^= 0xFF  # aedat panics (a flatbuffer offset out of range)
+    utf8 = bytearray(raw)
+    utf8[raw.find(b"<dv") + 40] = 0xFF  # one invalid UTF-8 byte in the XML header
+    for name, content, pattern in (("panic.aedat4", panic, "Rust panic"),
+                                   ("utf8.aedat4", utf8, "corrupted AEDAT4")):
+        f = tmp_path / name
+        f.write_bytes(bytes(content))
+        with pytest.raises(EventFileError, match=re.escape(str(f)) + ".*" + pattern):
+            read_events(f)
+    out, err = capfd.readouterr()
+    assert out == "" and "panicked" not in err and "backtrace" not in err
+
+
+def test_third_party_guard_converts_panics_output_and_lets_interrupts_through(tmp_path, capfd):
+    import os
+    import warnings
+
+    from spike.io._common import _third_party
+
+    PanicException = type("PanicException", (BaseException,), {})  # pyo3's, by name
+    with pytest.raises(EventFileError, match=r"^f\.raw: dec: Rust panic: boom"):
+        with _third_party("f.raw", "dec"):
+            raise PanicException("boom\nbacktrace ...")
+    with pytest.raises(EventFileError, match=r"^f\.raw: dec: bad"):
+        with _third_party("f.raw", "dec"):
+            raise RuntimeError("bad")
+    with pytest.raises(KeyboardInterrupt):
+        with _third_party("f.raw", "dec"):
+            raise KeyboardInterrupt
+    with pytest.raises(EventFileError, match=r"^f\.raw: dec: the decoder printed 'Wrap detected"):
+        with _third_party("f.raw", "dec"):  # expelliarmus' only signal of a time "wrap"
+            os.write(1, b"Wrap detected\n")
+            os.write(2, b"thread panicked\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _third_party("f.raw", "enc", printed="warn"):
+            os.write(2, b"note\n")
+    assert "f.raw: enc printed: note" in str(caught[0].message)
+    assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("line, pattern", [
+    (b"% Width 12x0\n% Height 10\n", r"'Width': '12x0' is not a whole number"),
+    (b"% width abc\n% height 5\n", r"'Width': 'abc' is not a whole number"),
+    (b"% format EVT3;height=x;width=5\n", r"'format height': 'x'"),
+    (b"% geometry 0x0\n", r"'geometry': 0 is outside"),
+    (b"% geometry 12\n", r"'geometry': '12' is not WxH"),
+    (b"% Width 12\n", r"only one of 'Width' and 'Height'"),
+    (b"% geometry 16x8\n% format EVT3;width=32;height=8\n", r"different sensor sizes"),
+    (b"% t0 -5\n", r"'t0': '-5'"),
+])
+def test_damaged_header_fields_name_the_file_and_field(tmp_path, line, pattern):
+    f = _write_evt3(tmp_path / "hdr.raw", [0x8000, 0x0001, 0x6000, 0x2002],
+                    header=b"% evt 3.0\n" + line)
+    with pytest.raises(EventFileError, match=re.escape(str(f)) + ": bad header field|"
+                       + re.escape(str(f)) + ": the header") as info:
+        read_events(f)
+    assert re.search(pattern, str(info.value))
+
+
+def test_broken_npy_header_directory_and_fifo(tmp_path):
+    good = tmp_path / "good.npy"
+    np.save(good, fixtures._events([1], [1], [1], [1]))
+    raw = bytearray(good.read_bytes())
+    raw[12:20] = b"(((((((("  # tokenize.TokenError inside numpy
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(EventFileError, match=re.escape(str(bad)) + ": not a readable .npy"):
+        read_events(bad)
+    short = tmp_path / "short.npy"
+    short.write_bytes(good.read_bytes()[:-3])
+    with pytest.raises(EventFileError, match=r"short\.npy: truncated or padded \.npy"):
+        read_events(short)
+    d = tmp_path / "dir.aedat4"
+    d.mkdir()
+    with pytest.raises(EventFileError, match=r"dir\.aedat4: is a directory"):
+        read_events(d)
+    import os
+
+    fifo = tmp_path / "pipe.raw"
+    os.mkfifo(fifo)
+    with pytest.raises(EventFileError, match=r"pipe\.raw: is not a regular file"):
+        read_events(fifo)  # never opened: opening a FIFO with no writer blocks forever
+
+
+@pytest.mark.parametrize("name, content", [
+    ("empty.bin", b""), ("empty.bs1", b""), ("bare.raw", b"% evt 3.0\n"),
+    ("bare.dat", b"% Version 2\n" + bytes([12, 8])), ("evt2.raw", b"% evt 2.0\n% date x\n"),
+])
+def test_empty_files_without_sensor_size_are_an_error_not_sensor_0x0(tmp_path, name, content):
+    f = tmp_path / name
+    f.write_bytes(content)
+    with pytest.raises(EventFileError, match=re.escape(str(f)) + ": no events and no sensor size"):
+        read_events(f, format="evt2" if name == "evt2.raw" else None)
+    events, size = read_events(f, sensor_size=(4, 4, 2),
+                               format="evt2" if name == "evt2.raw" else None)
+    assert len(events) == 0 and size == (4, 4, 2)
+
+
+def test_sensor_size_argument_is_checked(tmp_path):
+    f = _write_evt3(tmp_path / "a.raw", [0x8000, 0x0001, 0x6000, 0x2002])
+    for bad in [(0, 4, 2), (4, 4), (4.5, 4, 2), "abc"]:
+        with pytest.raises(EventFileError, match=r"a\.raw: sensor_size must be three positive"):
+            read_events(f, sensor_size=bad)
+
+
+def test_an_evt_file_named_dat_is_told_apart(tmp_path):
+    f = tmp_path / "x.dat"
+    f.write_bytes(b"% evt 3.0\n% geometry 8x8\n" + np.array([0x8000], "<u2").tobytes())
+    with pytest.raises(EventFileError, match=r"x\.dat: the header says EVT 3\.0: this is a \.raw"):
+        read_events(f)
+
+
+# --------------------------------------------------------------------------------------------
+# validate_events on extremes (spike/core/events.py)
+
+
+def test_validate_events_int64_extremes_and_non_finite_times():
+    ev = fixtures._events([0, 0], [0, 0], [0, 0], [0, 0])
+    ev["t"] = [np.iinfo(np.int64).max, np.iinfo(np.int64).min]  # np.diff overflows to +1
+    with pytest.raises(EventError, match="not sorted"):
+        validate_events(ev, (1, 1, 2))
+    ok = ev[::-1].copy()
+    assert validate_events(ok, (1, 1, 2)) is ok
+    for bad in (np.inf, -np.inf, np.nan):
+        fl = np.zeros(3, [("x", "i8"), ("y", "i8"), ("t", "f8"), ("p", "i8")])
+        fl["t"] = [0.0, 1.0, bad]
+        with pytest.raises(EventError, match=r"arr: t holds non-finite values"):
+            validate_events(fl, (1, 1, 2), name="arr")
+    fl["t"] = [0.0, np.nan, 1.0]
+    with pytest.raises(EventError, match="non-finite"):
+        validate_events(fl, (1, 1, 2), check_sorted=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Fast paths against their references.
+
+
+def test_bounds_fast_check_agrees_with_validate_events():
+    from spike.io._common import _bounds, _within
+
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        n = 1 << 16
+        ev = fixtures.random_events(rng, n, (64, 48, 2), 10**6)
+        kind = trial % 6
+        if kind == 1:
+            ev["x"][rng.integers(n)] = 64 + trial  # outside the sensor
+        elif kind == 2:
+            ev["y"][rng.integers(n)] = -1
+        elif kind == 3:
+            i = int(rng.integers(1, n))
+            ev["t"][i] = ev["t"][i - 1] - 1  # one backward step
+        elif kind == 4:
+            ev["p"][rng.integers(n)] = -1  # {-1, 1} polarity is fine for P == 2
+        elif kind == 5:
+            ev["p"][rng.integers(n)] = 2
+        try:
+            validate_events(ev, (64, 48, 2))
+            ok = True
+        except EventError:
+            ok = False
+        assert _within(_bounds(ev), (64, 48, 2)) == ok, kind
+
+
+def test_decode_evt3_dense_vectors_grow_the_output_and_match_the_oracle():
+    rng = np.random.default_rng(2)
+    words = [0x8000, 0x0003, 0x3000]
+    for k in range(20000):  # about 6 events per word: past the first allocation
+        words.append(int(rng.choice([0x4000 | int(rng.integers(0, 4096)), 0x5000 | 0xFF,
+                                     0x6000 | k % 4096, 0x3000 | int(rng.integers(0, 64))])))
+    words = np.array(words, np.uint16)
+    x, y, t, p = decode_evt3(words)
+    want = _evt3_spec(words)
+    assert len(x) > len(words) // 2
+    for got, f in ((x, "x"), (y, "y"), (t, "t"), (p, "p")):
+        np.testing.assert_array_equal(got, want[f])
+
+
+def test_dat_kernel_matches_a_numpy_decode():
+    rng = np.random.default_rng(4)
+    n = 5000
+    t = np.cumsum(rng.integers(0, 2**22, n)).astype(np.uint64)  # crosses 2**32 a few times
+    d = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    body = np.empty((n, 2), "<u4")
+    body[:, 0], body[:, 1] = t & 0xFFFFFFFF, d
+    for version in (1, 2):
+        ev = decode_dat(body.tobytes(), version)
+        np.testing.assert_array_equal(ev["t"], t.astype(np.int64))
+        if version == 2:
+            np.testing.assert_array_equal(ev["x"], d & 0x3FFF)
+            np.testing.assert_array_equal(ev["y"], (d >> 14) & 0x3FFF)
+            np.testing.assert_array_equal(ev["p"], d >> 28)
+        else:
+            np.testing.assert_array_equal(ev["x"], d & 0x1FF)
+            np.testing.assert_array_equal(ev["y"], (d >> 9) & 0xFF)
+            np.testing.assert_array_equal(ev["p"], (d >> 17) & 0xF)
