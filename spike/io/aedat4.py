@@ -40,6 +40,7 @@ def read_aedat4(path: str | os.PathLike, *, sensor_size=None, sort: bool = False
     if magic != _AEDAT4_MAGIC:
         raise _fail(path, f"not an AEDAT 4.0 file (starts with {magic!r}, "
                           f"expected {_AEDAT4_MAGIC!r})")
+    _check_header(path)
     try:
         import aedat
     except ImportError as e:  # pragma: no cover - a core dependency
@@ -63,6 +64,52 @@ def read_aedat4(path: str | os.PathLike, *, sensor_size=None, sort: bool = False
         raise _fail(path, f"the event stream has no sensor size (width={w}, height={h}); "
                           f"pass sensor_size=(W, H, 2)")
     return _finish(path, events, header, sensor_size, sort, bounds)
+
+
+def _check_header(path: Path) -> None:
+    """Walk the IOHeader flatbuffer to its XML description and check that it is UTF-8.
+
+    aedat 2.3 meets an invalid UTF-8 byte there with a Python exception and then a panic while
+    dropping its decoder, which *aborts the process* (faery 0.7.1 too); nothing can catch that,
+    so such files are refused before aedat sees them.
+    """
+    damaged = _fail(path, "damaged AEDAT4 header (the IOHeader flatbuffer is inconsistent)")
+    with open(path, "rb") as fh:
+        head = fh.read(18)
+        if len(head) < 18:
+            raise _fail(path, f"truncated AEDAT4 file: {len(head)} bytes, no header")
+        n = int.from_bytes(head[14:18], "little")
+        fb = fh.read(min(n, 1 << 24))
+    if len(fb) != n or n < 12:
+        raise _fail(path, f"truncated AEDAT4 header: it announces {n} bytes")
+
+    def u32(at: int) -> int:
+        if not 0 <= at <= len(fb) - 4:
+            raise damaged
+        return int.from_bytes(fb[at:at + 4], "little")
+
+    table = u32(0)
+    vtable = table - int.from_bytes(fb[table:table + 4], "little", signed=True) if \
+        0 <= table <= len(fb) - 4 else -1
+    if not 0 <= vtable <= len(fb) - 4:
+        raise damaged
+    vsize = int.from_bytes(fb[vtable:vtable + 2], "little")
+    if vsize < 10 or vtable + vsize > len(fb):
+        raise damaged  # no slot for the third field (infoNode)
+    slot = int.from_bytes(fb[vtable + 8:vtable + 10], "little")
+    if slot == 0:
+        return  # no description: aedat reports it
+    at = table + slot
+    string = at + u32(at)
+    length = u32(string)
+    text = fb[string + 4:string + 4 + length]
+    if len(text) != length:
+        raise damaged
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _fail(path, f"damaged AEDAT4 header: byte {18 + string + 4 + e.start} of the XML "
+                          f"description is not UTF-8 ({e.reason})") from None
 
 
 def _convert(path: Path, raw: np.ndarray):

@@ -196,8 +196,8 @@ def mutations(data: bytes, family: str, n: int, seed: int) -> list[tuple[str, by
     hl = _header_len(data, family)
     out = _specific(data, family, hl, rng)
     out += [("empty", b""), ("header-only", data[:hl])] if hl else [("empty", b"")]
-    kinds = ["truncate", "truncate-header", "flip1", "flip8", "flip-header", "zero-block",
-             "dup-block", "append-garbage"]
+    kinds = ["truncate", "truncate-header", "flip1", "flip8", "flip-header", "xor-header",
+             "zero-block", "dup-block", "append-garbage"]
     while len(out) < n:
         kind = kinds[int(rng.integers(len(kinds)))]
         b = bytearray(data)
@@ -213,6 +213,8 @@ def mutations(data: bytes, family: str, n: int, seed: int) -> list[tuple[str, by
         elif kind == "flip-header":
             i = int(rng.integers(0, max(hl, 16)))
             b[i] ^= 1 << int(rng.integers(0, 8))
+        elif kind == "xor-header":  # a whole header byte inverted (faery 0.7.1 aborts on some)
+            b[int(rng.integers(0, max(hl, 16)))] ^= 0xFF
         elif kind == "zero-block":
             i, k = int(rng.integers(0, L)), int(rng.integers(1, 256))
             b[i:i + k] = bytes(len(b[i:i + k]))

@@ -327,7 +327,7 @@ def test_missing_file_is_both_our_error_and_file_not_found(tmp_path):
      r"unsupported DAT event type 12 of size 16"),
     ("empty.dat", b"% Version 2\n%", r"no event type/size bytes"),
     ("junk.aedat4", b"\x00garbage" * 10, r"not an AEDAT 4\.0 file"),
-    ("cut.aedat4", b"#!AER-DAT4.0\r\n" + bytes(range(256)) * 3, r"truncated or corrupted AEDAT4"),
+    ("cut.aedat4", b"#!AER-DAT4.0\r\n" + bytes(range(256)) * 3, r"truncated AEDAT4 header"),
     ("what.xyz", b"hello", r"unknown event file type '\.xyz'"),
     ("flat.npy", None, r"wrong dtype: expected a 1-D structured array"),
     ("float.npy", None, r"wrong dtype: field 't' has dtype float64"),
@@ -589,7 +589,7 @@ def test_aedat4_panic_and_bad_utf8_become_our_error_with_nothing_printed(data, t
     utf8 = bytearray(raw)
     utf8[raw.find(b"<dv") + 40] = 0xFF  # one invalid UTF-8 byte in the XML header
     for name, content, pattern in (("panic.aedat4", panic, "Rust panic"),
-                                   ("utf8.aedat4", utf8, "corrupted AEDAT4")):
+                                   ("utf8.aedat4", utf8, "description is not UTF-8")):
         f = tmp_path / name
         f.write_bytes(bytes(content))
         with pytest.raises(EventFileError, match=re.escape(str(f)) + ".*" + pattern):
@@ -782,3 +782,24 @@ def test_dat_kernel_matches_a_numpy_decode():
             np.testing.assert_array_equal(ev["x"], d & 0x1FF)
             np.testing.assert_array_equal(ev["y"], (d >> 9) & 0xFF)
             np.testing.assert_array_equal(ev["p"], (d >> 17) & 0xF)
+
+
+@pytest.mark.shared_data
+def test_aedat4_bad_utf8_that_aborts_aedat_and_faery_is_refused_first(data, tmp_path):
+    """Byte 698 of davis.aedat4 inverted: aedat 2.3 (and faery 0.7.1) raise UnicodeDecodeError,
+    then panic in a destructor and abort the interpreter (SIGABRT). Run in a child process, so
+    a regression fails this test instead of killing pytest."""
+    import subprocess
+    import sys
+
+    raw = bytearray((data / "aestream" / "davis.aedat4").read_bytes())
+    raw[698] ^= 0xFF
+    f = tmp_path / "abort.aedat4"
+    f.write_bytes(bytes(raw))
+    code = ("import sys\nfrom spike.io import read_events, EventFileError\n"
+            "try:\n    read_events(sys.argv[1])\nexcept EventFileError as e:\n    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-500:]
+    assert res.stdout.startswith(str(f)) and "not UTF-8" in res.stdout
+    assert res.stderr == ""
