@@ -13,43 +13,11 @@ file (:class:`EventFileNotFoundError`, also a ``FileNotFoundError``), a director
 unknown format, a damaged header, truncated or corrupted data, events outside the sensor,
 backward time steps, and any error, panic or printed message of a third-party decoder.
 
-Which decoder reads which format, chosen by measurement (``python bench/io.py [--mutations N]``;
-agreement and behaviour on damaged files are pinned in ``tests/io``). Times: 2 cores, median of
-7 interleaved runs, ours to a validated EVENT_DTYPE array / theirs native:
-
-========  ================================  ===============================================
-format    decoder                           why
-========  ================================  ===============================================
-aedat4    ``aedat`` 2.3 (Rust)              reproduces the package's SHA3-224 digests;
-                                            davis.aedat4 5.4 ms (aedat alone 3.9, faery
-                                            7.2). faery 0.7.1 decodes the same but *aborts
-                                            the process* (panic in a destructor) on some
-                                            damaged headers; aedat raises, and its pyo3
-                                            panics are caught here.
-evt3      ours, numba (:func:`decode_evt3`)  the spec's times (as openeb): faery clamps a
-                                            backward TIME_LOW (1455 events up to 11 us off
-                                            on ``evt3_sample.raw``), expelliarmus adds
-                                            4096 us per time-low wrap. 1.2 M events in
-                                            48 ms (faery 82 ms, native).
-evt2      ours, numba (:func:`decode_evt2`)  faery clamps backward times and takes any
-                                            TIME_HIGH decrease for a 2**34 us loop;
-                                            expelliarmus returns nothing without a ``%``
-                                            header, loses data after a 0x25 first byte and
-                                            hangs on some damaged files. 0.5 M events in
-                                            5.6 ms (expelliarmus 4.7 ms native).
-dat       ours, numba (:func:`decode_dat`)   expelliarmus unwraps any decrease by +2**32 us
-                                            (one zeroed event makes 71 min); faery cannot
-                                            read type-0 (N-CARS) files. 1.2 M events in
-                                            21 ms (expelliarmus 13 ms native, 38 ms to
-                                            EVENT_DTYPE; faery 76 ms).
-nmnist    ours, numpy                       identical to ``tonic.io.read_mnist_file`` on
-(.bin,    (:func:`decode_40bit`)            1111 real files and as fast, without importing
-.bs2)                                       torch; checks truncation (tonic does not).
-bs1       ours, numpy                       SLAYER's 1-D format; no maintained parser.
-npy/npz   ``numpy.load``                    header checked first (no pickle, no object
-                                            arrays, size matches).
-hdf5      ``h5py``                          our layout (:mod:`spike.io.arrays`).
-========  ================================  ===============================================
+Which decoder reads which format was chosen by measurement (``python bench/io.py [--mutations N]``;
+the table with agreement, speed and behaviour on damaged files is in the user guide, *Event files and
+transforms*): ``aedat`` for AEDAT4 (its header walked here first), ours (numba) for EVT3, EVT2 and
+DAT (faery and expelliarmus mis-decode backward or wrapping timestamps), ours (numpy) for the 40-bit
+N-MNIST format and ``.bs1``, ``numpy.load`` (header checked first, no pickle) and ``h5py`` for arrays.
 
 Time is returned as stored in the file: AEDAT4 times are absolute (microseconds since the Unix
 epoch), Prophesee and N-MNIST times count from the recording start (plus a ``% t0`` header
