@@ -58,7 +58,7 @@ def time_first_collate(batch):
 
 
 def _digits(cfg: DataConfig, seed: int) -> DataBundle:
-    from spike.sim.digits import DURATION_US, _bin_fixed, load_digits_events
+    from spike.sim.digits import DURATION_US, bin_fixed, load_digits_events
     from spike.sim.esim import DVSConfig
     from spike.sim.digits import DIGITS_CONFIG
 
@@ -72,7 +72,7 @@ def _digits(cfg: DataConfig, seed: int) -> DataBundle:
     t = cfg.n_time_bins
 
     def binned(evs):
-        return np.stack([_bin_fixed(e, d.sensor_size, t, DURATION_US) for e in evs])  # [N, T, 2, H, W]
+        return np.stack([bin_fixed(e, d.sensor_size, t, DURATION_US) for e in evs])  # [N, T, 2, H, W]
 
     w, h, p = d.sensor_size
     return DataBundle(FramesDataset(binned(d.train_events), d.train_labels),

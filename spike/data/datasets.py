@@ -59,7 +59,7 @@ from spike.core.events import EVENT_DTYPE, EventError, validate_events
 from spike.data.builders import DataBundle
 
 __all__ = ["DatasetNotFound", "DatasetFormatError", "DatasetSpec", "SPECS", "locate", "CountFrames",
-           "stratified_split", "BUILDERS", "CachedLoadTiming", "time_cached_load"]
+           "stratified_split", "BUILDERS", "CachedLoadTiming", "time_cached_load", "frame_size_hw"]
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -507,6 +507,15 @@ def _size(value, native: tuple[int, int, int], name: str) -> tuple[int, int]:
         raise ConfigError(f"[data.options] size {list(hw)} for {name!r} is larger than the sensor "
                           f"(H, W) = ({native[1]}, {native[0]}); only downsampling is supported")
     return int(hw[0]), int(hw[1])
+
+
+def frame_size_hw(name: str, size=None) -> tuple[int, int]:
+    """The ``(H, W)`` a tonic vision data set's frames are binned to (``size``: ``[data.options] size``).
+
+    Raises:
+        ConfigError: an invalid or upsampling ``size``; KeyError: not a tonic vision data set.
+    """
+    return _size(size if size is not None else _DEFAULT_SIZE[name], SPECS[name].sensor_size, name)
 
 
 def _duration(value) -> int | None:

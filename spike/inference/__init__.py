@@ -1,4 +1,6 @@
-"""Inference helpers: export to the event-driven CPU path (:mod:`spike.inference.export`).
+"""Inference helpers: export to the event-driven CPU path (:mod:`spike.inference.export`), anytime
+inference (:mod:`spike.inference.anytime`) and checkpoint -> recording deployment
+(:mod:`spike.inference.deploy`).
 
 Kept lean: submodules are imported on first use (``from spike.inference.export import ...``).
 """
@@ -7,9 +9,12 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["export_event_network", "ExportError"]
+__all__ = ["export_event_network", "ExportError", "load_deployable", "bin_recording", "stream_recording",
+           "run_recordings"]
 
-_LAZY = {"export_event_network": "spike.inference.export", "ExportError": "spike.inference.export"}
+_LAZY = {"export_event_network": "spike.inference.export", "ExportError": "spike.inference.export",
+         "load_deployable": "spike.inference.deploy", "bin_recording": "spike.inference.deploy",
+         "stream_recording": "spike.inference.deploy", "run_recordings": "spike.inference.deploy"}
 
 
 def __getattr__(name: str):

@@ -205,7 +205,7 @@ def save_event_network(path: str | Path, net: EventNetwork, meta: dict | None = 
 
     Layout: ``meta`` -- a JSON string: ``format`` (:data:`NPZ_FORMAT`), ``input_shape``, ``dtype``,
     ``layers`` (per layer: ``kind`` -- Dense / Conv / Pool / Neurons / TimePad --, ``name``, and its
-    scalar fields) plus the caller's ``meta`` (:func:`spike.cli.deploy` adds ``binning``:
+    scalar fields) plus the caller's ``meta`` (:mod:`spike.inference.deploy` adds ``binning``:
     ``dataset``, ``n_time_bins``, ``sensor_size`` (W, H, P), ``input_shape``, ``duration_us``,
     ``size_hw``, ``dt_us``; ``loss``, ``n_classes``, ``fingerprint``); ``L{i}.{field}`` -- every array
     field of layer ``i`` (``weight``, ``bias``, ``delay``, ``beta``, ``gain``; an absent ``None`` field

@@ -43,6 +43,7 @@ __all__ = [
     "DIGITS_CONFIG",
     "DURATION_US",
     "DigitsEvents",
+    "bin_fixed",
     "digits_events",
     "load_digits_events",
     "render_saccades",
@@ -326,7 +327,7 @@ def load_digits_events(*, test_fraction: float = 0.2, split_seed: int = 0,
         train_indices=train_idx, test_indices=test_idx, sensor_size=sensor_size)
 
 
-def _bin_fixed(events: np.ndarray, sensor_size: tuple[int, int, int], n_bins: int,
+def bin_fixed(events: np.ndarray, sensor_size: tuple[int, int, int], n_bins: int,
                duration_us: int = DURATION_US) -> np.ndarray:
     """Count events in ``n_bins`` equal time bins over ``(0, duration_us]``.
 

@@ -23,7 +23,7 @@ from spike.train.trainer import (CheckpointError, Trainer, load_checkpoint, load
 
 __all__ = ["resolve_device", "build_optimizer", "build_scheduler", "get_strategy", "build_model_for", "METHODS",
            "train_from_config", "config_differences", "RESUME_MAY_DIFFER",
-           "evaluate_checkpoint", "EvalRun", "load_for_eval"]
+           "evaluate_checkpoint", "EvalRun", "load_for_eval", "stored_config"]
 
 log = logging.getLogger("spike")
 
@@ -243,7 +243,8 @@ def config_differences(old: Config, new: Config, ignore=RESUME_MAY_DIFFER) -> li
     return out
 
 
-def _stored_config(ckpt: dict, path: str | Path) -> Config:
+def stored_config(ckpt: dict, path: str | Path) -> Config:
+    """The validated config a checkpoint was trained with (``path`` names it in errors)."""
     if not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{path}: no stored config (not written by spike train)")
     return config_from_dict(ckpt["config"], source=f"{path} (stored config)")
@@ -259,7 +260,7 @@ def _resume_state(cfg: Config, path: Path, dev: torch.device, force: bool) -> tu
         ConfigError: the configs differ in a key outside :data:`RESUME_MAY_DIFFER` and not ``force``.
     """
     ckpt = load_checkpoint(path, map_location=dev)
-    stored = _stored_config(ckpt, path)
+    stored = stored_config(ckpt, path)
     diffs = config_differences(stored, cfg)
     history = list(ckpt.get("config_history") or [])
     if diffs and not force:
@@ -381,7 +382,7 @@ def save_plots(trainer: Trainer, data: DataBundle, test_loader, out: Path, dev) 
 def evaluate_checkpoint(path: str | Path, *, device: str | None = None) -> dict:
     """Rebuild model and data from a checkpoint's stored config and evaluate on the test split."""
     ckpt = load_checkpoint(path)
-    cfg = _stored_config(ckpt, path)
+    cfg = stored_config(ckpt, path)
     dev = _device_of(device, cfg, f"{path} (stored config): [run] device")
     data = build_data(cfg.data, cfg.run.seed)
     _, test_loader = make_loaders(data, cfg.data, cfg.run.seed)
@@ -430,7 +431,7 @@ def load_for_eval(path: str | Path, *, device: str | None = None, holdout_fracti
             ckpt, p = load_checkpoint(run_dir(cfg) / "last.pt"), run_dir(cfg) / "last.pt"
     else:
         ckpt = load_checkpoint(p)
-        cfg = _stored_config(ckpt, p)
+        cfg = stored_config(ckpt, p)
     dev = _device_of(device, cfg, f"{p}: [run] device")
     data = build_data(cfg.data, cfg.run.seed)
     builder_val = data.val is not None

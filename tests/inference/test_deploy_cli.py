@@ -127,7 +127,7 @@ def test_cutoff_of_another_model_is_refused_naming_the_file(tmp_path):
 
 # -- export ---------------------------------------------------------------------------------------------
 def test_export_npz_loads_to_the_same_network_outputs(trained, tmp_path, capsys):
-    from spike.cli.deploy import export_checkpoint
+    from spike.inference.deploy import export_checkpoint
     from spike.events.network import run
     from spike.inference.export import load_event_network
 
@@ -195,7 +195,7 @@ def _spread_cutoff(ckpt: Path) -> Cutoff:
 @pytest.mark.parametrize("source", ["checkpoint", "npz"])
 @pytest.mark.parametrize("window_ms", [None, 25.0])
 def test_stream_matches_dense_anytime_path(trained, tmp_path, capsys, source, window_ms):
-    from spike.cli.deploy import export_checkpoint
+    from spike.inference.deploy import export_checkpoint
 
     tmp, ckpt, rec = trained
     model_arg = str(ckpt)
@@ -266,7 +266,7 @@ def test_mismatched_sensor_is_one_line(trained, tmp_path, capsys):
 @pytest.mark.skipif(not Path("/work/shared/data/slayerPytorch/NMNISTsmall/60001.bs2").is_file(),
                     reason="real NMNISTsmall not present")
 def test_real_recording_binning_matches_dataset(trained):
-    from spike.cli.deploy import Binning, bin_recording
+    from spike.inference.deploy import Binning, bin_recording
     from spike.data import nmnist_small as nm
     from spike.io import read_events
 
@@ -277,3 +277,86 @@ def test_real_recording_binning_matches_dataset(trained):
     events, _ = nm.read_split(root, "test")
     assert len(ev) == len(events[0])
     np.testing.assert_array_equal(bin_recording(ev, sensor, b, "real"), nm.bin_events(events[:1], 20)[0])
+
+
+# -- realtime pacing and the batch path ---------------------------------------------------------------------
+class _FakeClock:
+    """A wall clock that only moves when slept on, plus a fixed processing cost per reading."""
+
+    def __init__(self, cost_s: float = 0.0):
+        self.now, self.cost, self.sleeps = 100.0, cost_s, []
+
+    def __call__(self) -> float:
+        self.now += self.cost
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+
+def test_realtime_paces_windows_by_their_timestamps(trained):
+    from spike.inference.deploy import Binning, bin_recording, export_checkpoint, stream_recording
+    from spike.io import read_events
+
+    _, ckpt, rec = trained
+    net, meta = export_checkpoint(ckpt)
+    ev, sensor = read_events(rec / "000.bs2")
+    frames = bin_recording(ev, sensor, Binning.from_dict(meta["binning"]))
+    plain = stream_recording(net, meta, frames, window_bins=2)
+    clock = _FakeClock()
+    seen = []
+    r = stream_recording(net, meta, frames, window_bins=2, realtime=True, clock=clock, sleep=clock.sleep,
+                         on_window=seen.append)
+    # same answer as without pacing; 4 windows of 2 bins (20 ms each): each waited for its end time
+    assert {k: r[k] for k in plain} == plain
+    dt_s = meta["binning"]["dt_us"] * 1e-6
+    assert len(clock.sleeps) == 4 and r["window_ms"] == pytest.approx(2 * dt_s * 1e3)
+    assert sum(clock.sleeps) == pytest.approx(T * dt_s, abs=1e-9)  # the whole recording's duration
+    assert r["kept_up"] and r["latency_ms"]["max"] < 1e-6  # a free computer has no latency
+    assert [w["bins"] for w in seen] == [[0, 2], [2, 4], [4, 6], [6, 8]]
+    # a slow computer: each clock reading costs 15 ms > 2 bins' 20 ms only with several readings per window
+    slow = _FakeClock(cost_s=0.015)
+    r2 = stream_recording(net, meta, frames, window_bins=2, realtime=True, clock=slow, sleep=slow.sleep)
+    assert r2["latency_ms"]["max"] >= 15 - 1e-6 and r2["latency_ms"]["mean"] > 0
+    assert r2["prediction"] == plain["prediction"]
+
+
+def test_realtime_cli_reports_latency(trained, capsys):
+    _, ckpt, rec = trained
+    assert main(["stream", str(ckpt), str(rec / "001.bs2"), "--realtime"]) == 0
+    res = _last_json(capsys)
+    r = res["recordings"][0]
+    assert res["realtime"] is True and r["windows"] == T  # one bin per window by default
+    assert set(r["latency_ms"]) == {"mean", "p50", "max"} and r["latency_ms"]["max"] >= 0
+
+
+def test_batch_path_equals_streaming_per_file(trained):
+    from spike.inference.deploy import (Binning, bin_recording, export_checkpoint, run_recordings,
+                                        stream_recording)
+    from spike.io import read_events
+
+    _, ckpt, rec = trained
+    net, meta = export_checkpoint(ckpt)
+    cut = _spread_cutoff(ckpt)
+    binning = Binning.from_dict(meta["binning"])
+    frames = [bin_recording(*read_events(f), binning) for f in sorted(rec.iterdir())]
+    batch = run_recordings(net, meta, frames, cutoff=cut)
+    for fr, b in zip(frames, batch):
+        for w in (None, 1, 3):
+            s = stream_recording(net, meta, fr, cutoff=cut, window_bins=w)
+            assert {k: s[k] for k in b if k != "windows"} == {k: b[k] for k in b if k != "windows"}
+
+
+def test_window_without_fixed_bins_is_refused():
+    from spike.inference.deploy import Binning, window_bins_for
+
+    b = Binning("dvs_gesture", 20, (128, 128, 2), (2, 32, 32), None, (32, 32), None)
+    with pytest.raises(ValueError, match="dvs_gesture.*duration_us"):
+        window_bins_for(b, None, realtime=True)
+    fixed = Binning("nmnist_small", 20, (34, 34, 2), (2, 34, 34), 300_000, None, 15_000.0)
+    assert window_bins_for(fixed, None) is None and window_bins_for(fixed, None, True) == 1
+    assert window_bins_for(fixed, 31.0) == 2
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="--window-ms"):
+            window_bins_for(fixed, bad)

@@ -10,7 +10,7 @@ from spike.core.events import validate_events
 from spike.sim.digits import (
     DIGITS_CONFIG,
     DURATION_US,
-    _bin_fixed,
+    bin_fixed,
     digits_events,
     load_digits_events,
     render_saccades,
@@ -98,7 +98,7 @@ def test_saccade_directions_show_in_the_polarities():
 def test_bin_fixed_counts_every_event_in_its_bin():
     events, _, ss = digits_events(indices=np.arange(2))
     ev = events[0]
-    dense = _bin_fixed(ev, ss, 6)
+    dense = bin_fixed(ev, ss, 6)
     assert dense.shape == (6, 2, 34, 34) and dense.dtype == np.float32
     assert dense.sum() == len(ev)
     e = ev[0]
@@ -106,7 +106,7 @@ def test_bin_fixed_counts_every_event_in_its_bin():
     assert dense[b, e["p"], e["y"], e["x"]] >= 1
     edge = ev[:1].copy()
     edge["t"] = DURATION_US
-    assert _bin_fixed(edge, ss, 6)[5].sum() == 1
+    assert bin_fixed(edge, ss, 6)[5].sum() == 1
 
 
 def test_bad_digit_arguments_raise():
@@ -133,7 +133,7 @@ def test_events_are_learnable_by_logistic_regression(split):
     from sklearn.preprocessing import StandardScaler
 
     def features(events):
-        x = np.stack([_bin_fixed(e, split.sensor_size, 1)[0] for e in events])  # [S, 2, 34, 34]
+        x = np.stack([bin_fixed(e, split.sensor_size, 1)[0] for e in events])  # [S, 2, 34, 34]
         x = x.reshape(len(events), 2, 17, 2, 17, 2).sum(axis=(3, 5))  # [S, 2, 17, 17] 2x2 pool
         return x.reshape(len(events), -1)  # [S, 578]
 
