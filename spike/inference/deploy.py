@@ -59,6 +59,19 @@ class Binning:
         return asdict(self)
 
     @classmethod
+    def for_sensor(cls, sensor_size: tuple[int, int, int], n_time_bins: int, duration_us: int,
+                   size_hw: tuple[int, int] | None = None) -> "Binning":
+        """A camera's own binning (no data set): ``n_time_bins`` bins of ``duration_us / n_time_bins``
+        from each recording's first event, pixels downsampled to ``size_hw = (H', W')`` (default: none)."""
+        w, h, p = (int(v) for v in sensor_size)
+        hw = (h, w) if size_hw is None else (int(size_hw[0]), int(size_hw[1]))
+        if not (n_time_bins >= 1 and duration_us > 0 and 1 <= hw[0] <= h and 1 <= hw[1] <= w):
+            raise ValueError(f"Binning.for_sensor: need n_time_bins >= 1, duration_us > 0 and 1 <= size_hw <= "
+                             f"(H, W) = ({h}, {w}); got {n_time_bins}, {duration_us}, {hw}")
+        return cls("sensor", int(n_time_bins), (w, h, p), (p, *hw), int(duration_us), hw,
+                   duration_us / n_time_bins)
+
+    @classmethod
     def from_dict(cls, d: dict) -> "Binning":
         t = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**t)
