@@ -585,20 +585,17 @@ class EnergyReport:
             accuracy: a fraction in ``[0, 1]``, shown in the title as a percentage.
         """
         fig = self.figure(profile, memory, title, epsilon=epsilon, accuracy=accuracy)
-        import matplotlib.pyplot as plt
-
         path = Path(path)
         fig.savefig(path, dpi=120)
-        plt.close(fig)
+        fig.clear()
         return path
 
     def figure(self, profile: str | DeviceProfile = "cmos45_fp32", memory: bool = False, title: str = "", *,
                epsilon: float | None = None, accuracy: float | None = None):
-        """The matplotlib figure of :meth:`plot` (the caller closes it)."""
-        import matplotlib
+        """The matplotlib ``Figure`` of :meth:`plot` (made without pyplot: the user's backend is untouched)."""
+        from spike.core.figures import figures
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        plt = figures()
 
         p = get_profile(profile)
         rows = self.per_layer(p, memory)

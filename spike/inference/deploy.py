@@ -270,6 +270,12 @@ def stream_recording(net, meta: dict, frames: np.ndarray, *, cutoff=None, window
             raise ValueError("realtime streaming needs a binning with a fixed bin duration (dt_us)")
         dt_s = float(dt_us) * 1e-6
         window_bins = window_bins or 1
+    if realtime:  # compile (or load) the kernels before the clock starts: a camera does not wait for a JIT
+        warm = EventStream(net, stop_rule=stop)
+        warm.feed(np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, frames.dtype))
+        warm.advance(1)
+        warm.counts()
+        _scores(warm.output().reshape(warm.steps_done, -1), loss)
     s = EventStream(net, stop_rule=stop)
     tb, ch, cnt = _sparse(frames)
     w = t_n if not window_bins else max(1, int(window_bins))

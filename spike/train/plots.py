@@ -1,4 +1,4 @@
-"""Figures users look at: training curves and spike rasters (matplotlib, Agg backend, no screen).
+"""Figures users look at: training curves and spike rasters (matplotlib ``Figure`` objects, no pyplot).
 
 Each figure has a ``*_figure`` function that returns the matplotlib ``Figure`` (for tests and
 notebooks) and a ``plot_*`` function that saves it and closes it. Numbers printed on a figure are
@@ -19,12 +19,9 @@ __all__ = ["RasterLayer", "RasterReadout", "RasterData", "layer_stats", "shown_n
 
 
 def _plt():
-    import matplotlib
+    from spike.core.figures import figures
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return figures()
 
 
 # -- training curves --------------------------------------------------------------------------------

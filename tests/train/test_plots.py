@@ -234,3 +234,23 @@ def test_anytime_without_wall_times_has_one_panel_inside_the_figure():
     fig = anytime_figure(rep)
     assert len(fig.axes) == 1 and _texts_outside(fig) == []
     _close(fig)
+
+
+def test_drawing_never_switches_the_users_backend(tmp_path):
+    """A notebook's backend stays: figures are made without pyplot (run in a fresh interpreter)."""
+    import subprocess
+    import sys as _sys
+
+    code = f"""
+import sys, matplotlib
+matplotlib.use("svg")
+from spike.train.plots import plot_training_curves
+hist = [{{"epoch": 1, "train_loss": 1.0, "test_accuracy": 0.5}}, {{"epoch": 2, "train_loss": 0.5, "test_accuracy": 0.7}}]
+p = plot_training_curves(hist, {str(tmp_path / 'c.png')!r})
+assert p.stat().st_size > 1000
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+assert "matplotlib.pyplot" not in sys.modules
+print("ok")
+"""
+    out = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
