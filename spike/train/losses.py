@@ -40,7 +40,19 @@ def _reduce(name: str, out: Tensor) -> Tensor:
 
 
 def scores(name: str, out: Tensor) -> Tensor:
-    """Class scores ``[B, C]`` the loss ``name`` trains (argmax = prediction)."""
+    """Class scores ``[B, C]`` the loss ``name`` trains from readout ``out [T, B, C]`` (argmax = prediction).
+
+    Raises:
+        TypeError: ``name`` is not a string or ``out`` not a tensor (e.g. the arguments swapped).
+        ValueError: an unknown loss, or ``out`` not ``[T, B, C]``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"scores(name, out): name must be a loss name (one of {sorted(LOSSES)}), got a "
+                        f"{type(name).__name__}{' -- arguments swapped?' if isinstance(out, str) else ''}")
+    if not isinstance(out, Tensor):
+        raise TypeError(f"scores(name, out): out must be the readout tensor [T, B, C], got {type(out).__name__}")
+    if out.dim() != 3:
+        raise ValueError(f"scores(name, out): out must be the readout [T, B, C], got shape {tuple(out.shape)}")
     return _reduce(name, out)
 
 

@@ -185,3 +185,17 @@ def test_choices_equal_what_the_code_accepts():
         for name in CHOICES["model"][key]:
             m = ModelConfig(kind=name, max_delay=2) if key == "kind" else ModelConfig(**{key: name})
             build_model(m, (2, 4, 4), 3)  # every accepted name builds a model
+
+
+def test_scores_with_swapped_arguments_is_one_short_error():
+    import torch
+
+    from spike.train.losses import scores
+
+    out = torch.randn(5, 3, 4)
+    with pytest.raises(TypeError, match="arguments swapped") as e:
+        scores(out, "mean_membrane")
+    assert len(str(e.value)) < 200  # names the problem, does not print the tensor
+    with pytest.raises(ValueError, match=r"\[T, B, C\].*\(3, 4\)"):
+        scores("mean_membrane", out[0])
+    assert torch.equal(scores("count", out), out.sum(0))
