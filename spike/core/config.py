@@ -72,7 +72,7 @@ class DataConfig:
 class ModelConfig:
     kind: str = "mlp"            # mlp | conv | delay_mlp
     hidden: tuple = (128,)       # hidden sizes (mlp) or channels (conv)
-    neuron: str = "lif"          # lif | if | ultralif | ultradlif
+    neuron: str = "lif"          # lif | if | ultralif | ultradlif | cubalif | adlif
     tau: float = 5.0
     dt: float = 1.0
     v_th: float = 1.0
@@ -102,6 +102,14 @@ class ModelConfig:
     ultra_learn_eps: bool = True
     ultra_boundary: str = "wrap"   # UltraDLIF coupling: wrap (ring) | none (chain)
     sparsity_penalty: float = 0.0  # UltraLIF/UltraDLIF firing-rate penalty weight (gradient of w * mean rate)
+    # current-based LIF (neuron = "cubalif", spike.neurons.cuba); tau is the membrane time constant
+    tau_syn: float = 5.0           # synaptic current time constant, same unit as dt
+    # SE-adLIF (neuron = "adlif", spike.neurons.adlif; the paper resets to 0: reset = "to_value")
+    adapt_tau: float = 200.0       # adaptation time constant tau_w, same unit as dt
+    adapt_a: float = 0.5           # subthreshold coupling a (learnable: kept in [0, 1])
+    adapt_b: float = 1.0           # spike-triggered increment b (learnable: kept in [0, 2])
+    adapt_q: float = 1.0           # fixed scale of the adaptation drive
+    learn_adapt: bool = True       # learn a and b (per neuron)
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,10 @@ class TrainConfig:
     ff_label_embedding: str = "append"  # append | replace (label over the first C input features)
     ff_negatives: str = "random"      # random | hard (wrong label drawn from the readout's softmax)
     ff_inference: str = "auto"        # forward_forward: goodness | readout; mono_forward: last | sum
+    # model selection (spike.train.trainer): needs a validation set ([data] val_fraction, or the data set's own)
+    select: str = "auto"              # auto (val_accuracy with a validation set, else last) | val_accuracy | val_loss | last
+    patience: int = 0                 # early stopping: epochs without a better validation metric (0: off)
+    report_max_test: bool = False     # also evaluate test every epoch and report max_test_accuracy_over_epochs
 
 
 @dataclass(frozen=True)
@@ -289,6 +301,11 @@ RULES: dict[str, dict[str, Rule]] = {
         "ultra_eps_min": _num(0, lo_open=True),
         "ultra_eps_max": _num(0, lo_open=True),
         "sparsity_penalty": _num(0),
+        "tau_syn": _num(0, lo_open=True, inf_ok=True, note=" (inf: no decay)"),
+        "adapt_tau": _num(0, lo_open=True, inf_ok=True, note=" (inf: no decay)"),
+        "adapt_a": _num(),
+        "adapt_b": _num(),
+        "adapt_q": _num(0, lo_open=True),
     },
     "train": {
         "epochs": _int(1),
@@ -306,6 +323,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "ff_theta": _num(),
         "ff_goodness_scale": _num(0, lo_open=True),
         "ff_label_scale": _num(0, lo_open=True),
+        "patience": _int(0, " (epochs without improvement of the validation metric; 0: no early stopping)"),
     },
 }
 
@@ -332,7 +350,7 @@ def _backend_names() -> tuple[str, ...]:
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "model": {
         "kind": ("mlp", "conv", "delay_mlp"),
-        "neuron": ("lif", "if", "ultralif", "ultradlif"),
+        "neuron": ("lif", "if", "ultralif", "ultradlif", "cubalif", "adlif"),
         "reset": ("subtract", "to_value", "none"),
         "reset_timing": ("immediate", "deferred"),
         "surrogate": ("atan", "sigmoid", "fast_sigmoid", "triangle"),
@@ -349,6 +367,7 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
         "loss": ("count", "mean_membrane", "max_membrane", "per_step", "sum_softmax"),
         "ff_label_embedding": ("append", "replace"),
         "ff_negatives": ("random", "hard"),
+        "select": ("auto", "val_accuracy", "val_loss", "last"),
         "ff_inference": ("auto", "goodness", "readout", "last", "sum"),
     },
 }
@@ -368,6 +387,10 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str, str]]:
     elif not m.ultra_eps_min <= m.ultra_eps <= m.ultra_eps_max:
         out.append(("model", "ultra_eps", f"must lie in [ultra_eps_min, ultra_eps_max] = "
                                           f"[{m.ultra_eps_min:g}, {m.ultra_eps_max:g}]"))
+    if m.neuron == "adlif" and m.learn_adapt:  # the learnable a, b live in the open ranges (sigmoid map)
+        for key, hi in (("adapt_a", 1.0), ("adapt_b", 2.0)):
+            if not 0.0 < getattr(m, key) < hi:
+                out.append(("model", key, f"must lie in (0, {hi:g}) with learn_adapt = true"))
     return out
 
 

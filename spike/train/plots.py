@@ -26,14 +26,15 @@ def _plt():
 
 # -- training curves --------------------------------------------------------------------------------
 def training_curves_figure(history: list[dict], title: str = "", loss_name: str = "") -> Any:
-    """Loss and accuracy (in %) per epoch, train and test, side by side; returns the ``Figure``."""
+    """Loss and accuracy (in %) per epoch (train, validation, and test where it was evaluated every epoch),
+    side by side; returns the ``Figure``."""
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
     ep = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     for key, ax, scale in (("loss", a1, 1.0), ("accuracy", a2, 100.0)):
-        for split, style in (("train", "-o"), ("test", "-s")):
+        for split, style in (("train", "-o"), ("val", "-^"), ("test", "-s")):
             vals = [h.get(f"{split}_{key}") for h in history]
             if any(v is not None for v in vals):
                 ax.plot(ep, [np.nan if v is None else scale * v for v in vals], style, ms=4, label=split)

@@ -318,7 +318,8 @@ def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, ou
     ckpt, config_history, changes = _resume_state(cfg, out / "last.pt", dev, force) if resume else (None, [], [])
     seed_everything(cfg.run.seed, cfg.train.deterministic)
     data = build_data(cfg.data, cfg.run.seed)
-    data, _val = split_validation(data, cfg.data.val_fraction, cfg.run.seed)  # [data] val_fraction: never trained on
+    data, val = split_validation(data, cfg.data.val_fraction, cfg.run.seed)  # [data] val_fraction: never trained on
+    select = _selection_of(cfg, val)
     data_cfg = cfg.data
     if dist_info is not None:  # [data] batch_size is the global batch
         try:
@@ -346,15 +347,39 @@ def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, ou
                       scheduler_interval=interval, strategy=strategy, out_dir=out, epochs=cfg.train.epochs,
                       seed=cfg.run.seed, grad_clip=cfg.train.grad_clip, device=dev, progress=cfg.run.progress,
                       checkpoint_every=cfg.train.checkpoint_every,
-                      extra_state=extra, is_main=is_main)
+                      extra_state=extra, is_main=is_main, select=select, patience=cfg.train.patience,
+                      test_each_epoch=val is None or cfg.train.report_max_test)
     if ckpt is not None:
         trainer.restore(ckpt, out / "last.pt")
         ckpt = None  # free the loaded tensors
-    final = trainer.fit(train_loader, test_loader)
+    val_loader = None
+    if val is not None:
+        from torch.utils.data import DataLoader
+
+        from spike.data.builders import time_first_collate
+
+        val_loader = DataLoader(val, batch_size=cfg.data.eval_batch_size, shuffle=False,
+                                collate_fn=time_first_collate, num_workers=cfg.data.num_workers)
+    final = trainer.fit(train_loader, test_loader, val_loader=val_loader)
     metrics = {"test_accuracy": final.get("test_accuracy"), "test_loss": final.get("test_loss"),
                "train_accuracy": final.get("train_accuracy"), "epochs": len(trainer.history),
-               "wall_time_s": round(time.perf_counter() - t_start, 2), "device": str(dev),
-               "run_dir": str(out), "config": cfg.run.name}
+               "wall_time_s": None, "device": str(dev), "run_dir": str(out), "config": cfg.run.name,
+               "seed": cfg.run.seed, "split": _split_record(cfg, data, val)}
+    if select == "last":
+        metrics["selected_by"] = "last epoch" + ("" if val is not None else " (no validation set)")
+    else:
+        epoch = trainer.load_selected()  # test is evaluated once, on the selected model
+        test = trainer.evaluate(test_loader)
+        best = [h for h in trainer.history if int(h["epoch"]) == epoch][0]
+        metrics.update(test_accuracy=test["test_accuracy"], test_loss=test["test_loss"],
+                       train_accuracy=best.get("train_accuracy"), selected_by=select, selected_epoch=epoch,
+                       best_val_accuracy=best.get("val_accuracy"), best_val_loss=best.get("val_loss"),
+                       selected_checkpoint=str(out / "best.pt"))
+        if trainer.selection["stopped_early_at"] is not None:
+            metrics["stopped_early_at_epoch"] = trainer.selection["stopped_early_at"]
+        if cfg.train.report_max_test:  # for comparison with papers that report it; never used to select
+            metrics["max_test_accuracy_over_epochs"] = max(h["test_accuracy"] for h in trainer.history)
+    metrics["wall_time_s"] = round(time.perf_counter() - t_start, 2)
     if dist_info is not None:
         metrics["world_size"] = dist_info.world
     if changes:
@@ -366,6 +391,39 @@ def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, ou
             metrics["plots"] = save_plots(trainer, data, test_loader, out, dev)
         write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _selection_of(cfg: Config, val) -> str:
+    """The trainer's ``select`` for ``[train] select`` / ``patience`` given whether there is a validation set."""
+    sel, patience = cfg.train.select, cfg.train.patience
+    if val is None:
+        if sel in ("val_accuracy", "val_loss"):
+            raise ConfigError(f"[train] select = {sel!r} needs a validation set: set [data] val_fraction > 0")
+        if patience:
+            raise ConfigError(f"[train] patience = {patience} (early stopping) needs a validation set: set [data] "
+                              f"val_fraction > 0")
+        if cfg.train.report_max_test:
+            raise ConfigError("[train] report_max_test needs a validation set to select on ([data] val_fraction > 0); "
+                              "without one, test accuracy is already reported every epoch")
+        return "last"
+    if sel == "last" and patience:
+        raise ConfigError(f"[train] patience = {patience} needs select = 'val_accuracy' or 'val_loss', not 'last'")
+    return "val_accuracy" if sel == "auto" else sel
+
+
+def _split_record(cfg: Config, data: DataBundle, val) -> dict:
+    """Sizes of train / validation / test and how validation was made (with a digest of its indices)."""
+    import hashlib
+
+    rec = {"train": len(data.train), "val": 0 if val is None else len(val), "test": len(data.test),
+           "val_fraction": cfg.data.val_fraction, "split_seed": cfg.run.seed}
+    idx = getattr(val, "indices", None)
+    if idx is not None:
+        rec["val_indices_sha256"] = hashlib.sha256(",".join(map(str, idx)).encode()).hexdigest()
+        rec["val_source"] = f"seeded fraction of the training set (np.random.default_rng({cfg.run.seed}))"
+    elif val is not None:
+        rec["val_source"] = "the data set's own validation split"
+    return rec
 
 
 def _data_meta(data: DataBundle) -> dict:

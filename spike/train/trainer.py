@@ -187,7 +187,8 @@ class Trainer:
                  out_dir: str | Path = "runs/run", epochs: int = 10, seed: int = 0, grad_clip: float = 0.0,
                  device: str | torch.device = "cpu", progress: bool = True,
                  callbacks: Iterable[Any] = (), checkpoint_every: int = 1,
-                 extra_state: dict | None = None, is_main: bool = True):
+                 extra_state: dict | None = None, is_main: bool = True, select: str = "last", patience: int = 0,
+                 test_each_epoch: bool = True):
         if scheduler_interval not in ("epoch", "batch"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'batch', got {scheduler_interval!r}")
         if epochs < 1:
@@ -203,6 +204,16 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.extra_state = dict(extra_state or {})
         self.is_main = is_main
+        if select not in SELECT:
+            raise ValueError(f"select must be one of {SELECT}, got {select!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be an integer >= 0 (epochs), got {patience!r}")
+        if patience and select == "last":
+            raise ValueError("early stopping (patience > 0) needs a validation metric to select on")
+        self.select, self.patience, self.test_each_epoch = select, patience, test_each_epoch
+        self.selection: dict[str, Any] = {"metric": select, "best": None, "best_epoch": None, "bad_epochs": 0,
+                                          "stopped_early_at": None}
+        self._best_state: dict | None = None
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
         self._tb = None
@@ -260,13 +271,24 @@ class Trainer:
             n += y.shape[0]
         return {f"{prefix}_loss": total_loss / max(n, 1), f"{prefix}_accuracy": correct / max(n, 1)}
 
-    def fit(self, train_loader, test_loader=None, resume: bool = False) -> dict[str, float]:
-        """Train for ``epochs`` epochs (continuing from ``out_dir/last.pt`` if ``resume``)."""
+    def fit(self, train_loader, test_loader=None, resume: bool = False, val_loader=None) -> dict[str, float]:
+        """Train for ``epochs`` epochs (continuing from ``out_dir/last.pt`` if ``resume``).
+
+        With ``val_loader`` every epoch is evaluated on it (``val_loss``, ``val_accuracy``); with
+        ``select = "val_accuracy" | "val_loss"`` the best epoch so far is kept (``best.pt`` and
+        :attr:`selection`) and ``patience`` stops training after that many epochs without improvement.
+        ``test_loader`` is evaluated every epoch only when ``test_each_epoch`` (the caller evaluates the
+        selected model on test once, :meth:`load_selected`).
+        """
+        if self.select != "last" and val_loader is None:
+            raise ValueError(f"select = {self.select!r} needs a validation set (val_loader)")
         if resume:
             self.resume(self.out_dir / "last.pt")
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         for epoch in range(self.start_epoch, self.epochs):
+            if self.selection["stopped_early_at"] is not None:
+                break
             s = _epoch_seed(self.seed, epoch)
             torch.manual_seed(s)
             gen = getattr(train_loader, "generator", None)
@@ -283,20 +305,59 @@ class Trainer:
             metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
-            if test_loader is not None:
+            if val_loader is not None:
+                metrics.update(self.evaluate(val_loader, "val"))
+            if test_loader is not None and self.test_each_epoch:
                 metrics.update(self.evaluate(test_loader))
             self.history.append(metrics)
             self.call("on_epoch_end", epoch, metrics)
             self.start_epoch = epoch + 1
+            improved = self._update_selection(metrics, epoch + 1)
+            last = epoch + 1 == self.epochs or self.selection["stopped_early_at"] is not None
             if self.is_main:
                 self._log(metrics)
                 if self.progress:
                     print(_summary(metrics, self.epochs), file=sys.stderr, flush=True)
-                if (epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == self.epochs:
+                    if self.selection["stopped_early_at"] is not None:
+                        print(f"early stop: no better {self.select} for {self.patience} epochs (best: epoch "
+                              f"{self.selection['best_epoch']})", file=sys.stderr, flush=True)
+                if improved:
+                    self.save(self.out_dir / "best.pt")
+                if (epoch + 1) % self.checkpoint_every == 0 or last:
                     self.save(self.out_dir / "last.pt")
         if self._tb is not None:
             self._tb.close()
         return dict(self.history[-1]) if self.history else {}
+
+    # -- model selection ---------------------------------------------------------------------------
+    def _update_selection(self, metrics: dict, epoch: int) -> bool:
+        """Record ``metrics[select]`` of ``epoch``; returns whether it is the best so far."""
+        sel = self.selection
+        if self.select == "last":
+            return False
+        value = float(metrics[self.select])
+        best = sel["best"]
+        better = best is None or (value > best if self.select == "val_accuracy" else value < best)
+        if better:
+            sel.update(best=value, best_epoch=epoch, bad_epochs=0)
+            model = self.model.module if hasattr(self.model, "module") else self.model
+            self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            sel["bad_epochs"] += 1
+            if self.patience and sel["bad_epochs"] >= self.patience:
+                sel["stopped_early_at"] = epoch
+        return better
+
+    def load_selected(self) -> int:
+        """Put the selected epoch's weights into the model; returns that epoch (the last with ``select = "last"``)."""
+        if self.select == "last" or self.selection["best_epoch"] is None:
+            return self.start_epoch
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        state = self._best_state
+        if state is None:  # resumed: the best weights are on disk
+            state = load_checkpoint(self.out_dir / "best.pt", map_location=self.device)["model"]
+        model.load_state_dict(state)
+        return int(self.selection["best_epoch"])
 
     # -- logging and checkpoints ------------------------------------------------------------------
     def _log(self, metrics: dict[str, float]) -> None:
@@ -332,6 +393,7 @@ class Trainer:
             "history": self.history,
             "seed": self.seed,
             "strategy": self.strategy.name,
+            "selection": dict(self.selection),
             **self.extra_state,
         }
 
@@ -358,6 +420,13 @@ class Trainer:
                                   f"one ({type(e).__name__}: {_state_dict_problems(e)})") from None
         self.history = list(ckpt.get("history", []))
         self.start_epoch = int(ckpt["epoch"])
+        stored = ckpt.get("selection")
+        if stored and stored.get("metric") == self.select:
+            self.selection = dict(stored)
+            self._best_state = None  # best.pt holds it
+
+
+SELECT = ("last", "val_accuracy", "val_loss")
 
 
 def _summary(m: dict, epochs: int) -> str:

@@ -13,8 +13,6 @@ import torch
 from spike.cli.main import main
 from spike.core.config import (RULES, Config, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig,
                                config_from_dict, load_config)
-from spike.data import builders
-from spike.data.builders import DataBundle, FramesDataset
 
 TINY = """\
 [run]
@@ -32,17 +30,9 @@ epochs = 1
 """
 
 
-def _tiny_data(cfg: DataConfig, seed: int) -> DataBundle:
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(24) % 3
-    x = (torch.rand(24, cfg.n_time_bins, 2, 4, 4, generator=g) < 0.1 + 0.2 * y.view(-1, 1, 1, 1, 1)).float()
-    return DataBundle(FramesDataset(x[:16], y[:16]), FramesDataset(x[16:], y[16:]), input_shape=(2, 4, 4),
-                      n_classes=3, n_time_bins=cfg.n_time_bins, name="tiny")
-
-
 @pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    monkeypatch.setitem(builders.DATASETS, "tiny", _tiny_data)
+def tiny(tmp_path, monkeypatch, register_tiny):
+    register_tiny(side=4)
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)

@@ -11,9 +11,6 @@ import pytest
 import torch
 
 from spike.cli.main import main
-from spike.core.config import DataConfig
-from spike.data import builders
-from spike.data.builders import DataBundle, FramesDataset
 from spike.train.trainer import CheckpointError, CheckpointWarning, load_checkpoint, payload_digest, save_checkpoint
 
 TINY = """\
@@ -33,18 +30,10 @@ lr = 0.01
 """
 
 
-def _tiny_data(cfg: DataConfig, seed: int) -> DataBundle:
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(24) % 3
-    x = (torch.rand(24, cfg.n_time_bins, 2, 8, 8, generator=g) < 0.1 + 0.2 * y.view(-1, 1, 1, 1, 1)).float()
-    return DataBundle(FramesDataset(x[:16], y[:16]), FramesDataset(x[16:], y[16:]), input_shape=(2, 8, 8),
-                      n_classes=3, n_time_bins=cfg.n_time_bins, name="tiny")
-
-
 @pytest.fixture
-def run(tmp_path, monkeypatch, capsys):
+def run(tmp_path, monkeypatch, capsys, register_tiny):
     """A finished 1-epoch run: ``(config path, run folder)``."""
-    monkeypatch.setitem(builders.DATASETS, "tiny", _tiny_data)
+    register_tiny(side=8)
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY.replace('name = "tiny"\n', f'name = "run"\nout_dir = "{tmp_path}"\n', 1))
