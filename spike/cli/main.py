@@ -1,6 +1,6 @@
 """``spike`` console script.
 
-* ``spike train CONFIG [--device D] [--resume [--force]] [--set section.key=value ...]``
+* ``spike train CONFIG [--device D] [--resume [--force]] [--set section.key=value ...] [--seeds S ...]``
 * ``spike eval CHECKPOINT [--device D] [--anytime [--epsilon E] [--sweep E ...]]``
 * ``spike energy CONFIG_OR_CHECKPOINT [--profile P] [--memory] [--anytime EPSILON]``
 * ``spike export CHECKPOINT OUT.npz`` / ``spike stream CHECKPOINT_OR_NPZ RECORDING [--anytime CUTOFF.json]``
@@ -50,6 +50,11 @@ def cmd_train(args) -> dict:
     from spike.train.recipe import train_from_config
 
     cfg = load_config(args.config, _overrides(args.set))
+    seeds = args.seeds if args.seeds else list(cfg.run.seeds)
+    if seeds:  # several runs: mean +- std of the selected models' test accuracy
+        from spike.train.recipe import train_seeds
+
+        return train_seeds(cfg, seeds, device=args.device, resume=args.resume, out_dir=args.out, force=args.force)
     return train_from_config(cfg, device=args.device, resume=args.resume, out_dir=args.out, force=args.force)
 
 
@@ -154,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --resume: continue although the config differs (both configs are recorded)")
     p.add_argument("--out", default=None, help="run folder (default: [run] out_dir / name)")
     p.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="override config values")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                   help="train once per seed (run folders seed_<k>) and report mean +- std of the test accuracy "
+                        "(default: [run] seeds)")
     p = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
     p.add_argument("checkpoint")
     p.add_argument("--device", default=None)

@@ -49,6 +49,7 @@ class RunConfig:
     device: str = "auto"
     progress: bool = True
     plots: bool = True
+    seeds: tuple = ()            # several runs (seeds), reported as mean +- std; () = one run with `seed`
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,18 @@ def check_device(name: str, what: str = "device") -> str:
     return name
 
 
+def _seeds(v: tuple) -> tuple[str, Any, str] | str | None:
+    """Run seeds: distinct integers >= 0."""
+    if not isinstance(v, (list, tuple)):
+        return "must be a list of integer seeds"
+    for i, s in enumerate(v):
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            return f"[{i}]", s, "must be an integer >= 0 (a seed)"
+    if len(set(v)) != len(v):
+        return "must not repeat a seed"
+    return None
+
+
 def _sizes(v: tuple) -> tuple[str, Any, str] | str | None:
     """Layer sizes: every element an integer >= 1 (returns ``(suffix, element, problem)`` for a bad one)."""
     if not isinstance(v, (list, tuple)):
@@ -274,7 +287,7 @@ def _sizes(v: tuple) -> tuple[str, Any, str] | str | None:
 #: ``RULES[section][key]``: the range check of every numeric field (strings naming a method, neuron,
 #: loss, ... are checked where they are used, by the registries that know the choices).
 RULES: dict[str, dict[str, Rule]] = {
-    "run": {"name": _nonempty, "seed": _int(0), "out_dir": _nonempty, "device": _device},
+    "run": {"name": _nonempty, "seed": _int(0), "out_dir": _nonempty, "device": _device, "seeds": _seeds},
     "data": {
         "root": _nonempty,
         "n_time_bins": _int(1),

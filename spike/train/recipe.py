@@ -23,7 +23,7 @@ from spike.train.trainer import (CheckpointError, Trainer, load_checkpoint, load
 
 __all__ = ["resolve_device", "build_optimizer", "build_scheduler", "get_strategy", "build_model_for", "METHODS",
            "train_from_config", "config_differences", "RESUME_MAY_DIFFER",
-           "evaluate_checkpoint", "EvalRun", "load_for_eval", "stored_config"]
+           "evaluate_checkpoint", "EvalRun", "load_for_eval", "stored_config", "train_seeds"]
 
 log = logging.getLogger("spike")
 
@@ -391,6 +391,39 @@ def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, ou
             metrics["plots"] = save_plots(trainer, data, test_loader, out, dev)
         write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def train_seeds(cfg: Config, seeds=None, *, device: str | None = None, resume: bool = False,
+                out_dir: str | Path | None = None, force: bool = False) -> dict:
+    """Train the recipe once per seed (``seeds``, default ``[run] seeds``) and summarise the selected models.
+
+    Run ``k`` goes to ``<run folder>/seed_<k>`` with ``[run] seed = k`` (which also seeds the validation
+    split); ``summary.json`` there and the returned dict hold every run's metrics and the mean and the
+    sample standard deviation (``ddof = 1``) of their test accuracy.
+    """
+    import numpy as np
+
+    seeds = list(cfg.run.seeds if seeds is None else seeds)
+    if not seeds:
+        raise ConfigError("train_seeds: no seeds (give --seeds or [run] seeds)")
+    if len(set(seeds)) != len(seeds) or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ConfigError(f"seeds must be distinct integers >= 0, got {seeds}")
+    base = Path(out_dir) if out_dir is not None else run_dir(cfg)
+    runs = []
+    for s in seeds:
+        c = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=int(s), seeds=()))
+        runs.append(train_from_config(c, device=device, resume=resume, out_dir=base / f"seed_{s}", force=force))
+    acc = np.array([r["test_accuracy"] for r in runs], dtype=np.float64)
+    summary = {"config": cfg.run.name, "seeds": seeds, "n_runs": len(runs), "test_accuracies": acc.tolist(),
+               "test_accuracy_mean": float(acc.mean()),
+               "test_accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+               "selected_by": sorted({r.get("selected_by", "") for r in runs}), "run_dir": str(base),
+               "runs": [r["run_dir"] for r in runs]}
+    vals = [r.get("best_val_accuracy") for r in runs]
+    if all(v is not None for v in vals):
+        summary["best_val_accuracy_mean"] = float(np.mean(vals))
+    write_json(base / "summary.json", summary)
+    return summary
 
 
 def _selection_of(cfg: Config, val) -> str:

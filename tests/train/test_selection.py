@@ -153,3 +153,21 @@ def test_selection_config_errors_are_one_line(tiny, tmp_path, capsys, sets, matc
 
     assert re.search(match, err[0]), err[0]
     assert not (out / "last.pt").exists()
+
+
+def test_seeds_report_mean_and_std_of_selected_models(tiny, tmp_path, capsys):
+    import statistics
+
+    rc, out, cap = _run(tmp_path, capsys, "train.epochs=2", extra=("--seeds", "0", "3"))
+    assert rc == 0, cap.err
+    s = _metrics(cap)
+    per = [json.loads((out / f"seed_{k}" / "metrics.json").read_text()) for k in (0, 3)]
+    assert [p["seed"] for p in per] == [0, 3]
+    assert per[0]["split"]["val_indices_sha256"] != per[1]["split"]["val_indices_sha256"]  # split seeded per run
+    accs = [p["test_accuracy"] for p in per]
+    assert s["test_accuracies"] == accs and s["seeds"] == [0, 3]
+    assert s["test_accuracy_mean"] == pytest.approx(statistics.mean(accs))
+    assert s["test_accuracy_std"] == pytest.approx(statistics.stdev(accs))
+    assert json.loads((out / "summary.json").read_text()) == s
+    rc, _, cap = _run(tmp_path, capsys, "run.seeds=[1, 1]")
+    assert rc == 2 and "must not repeat a seed" in cap.err
