@@ -19,16 +19,14 @@ full disk, an encoder error, Ctrl-C) leaves nothing behind and never a half-writ
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from spike.core.atomic import atomic_path
 from spike.core.events import EventError, validate_events
-from spike.io._common import _check_size, _fail
+from spike.io._common import EventFileError, _check_size, _fail
 
 __all__ = ["WRITE_FORMATS", "write_events"]
 
@@ -41,22 +39,9 @@ _CAMERA = ("aedat4", "evt2", "evt3", "dat")
 _MAX_XY = {"aedat4": 1 << 16, "evt2": 1 << 11, "evt3": 1 << 11, "dat": 1 << 14}
 
 
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
-    except OSError as e:
-        raise _fail(path, f"cannot write here: {e.strerror or e}") from None
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+def _atomic(path: Path):
+    """:func:`spike.core.atomic.atomic_path` with this module's error type."""
+    return atomic_path(path, EventFileError)
 
 
 def _as_events(events, name: str) -> np.ndarray:
