@@ -5,6 +5,8 @@
 * ``spike energy CONFIG_OR_CHECKPOINT [--profile P] [--memory] [--anytime EPSILON]``
 * ``spike export CHECKPOINT OUT.npz`` / ``spike stream CHECKPOINT_OR_NPZ RECORDING [--anytime CUTOFF.json]``
   (:mod:`spike.cli.deploy`)
+* ``spike events info|convert|render|bin ...`` (:mod:`spike.cli.events`)
+* ``spike simulate VIDEO_OR_AUDIO OUT [--preset P] [--noise N] [--cochlea]`` (:mod:`spike.cli.simulate`)
 * ``spike info``
 
 ``train`` and ``eval`` print their final metrics as one JSON object on the last line of output.
@@ -197,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     from spike.cli import deploy
 
     deploy.add_parsers(sub)
+    from spike.cli import events as events_cli
+
+    events_cli.add_parsers(sub)
+    from spike.cli import simulate as simulate_cli
+
+    simulate_cli.add_parsers(sub)
     sub.add_parser("info", help="versions, devices and backends")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -219,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             result = cmd_energy(args)
         elif args.command in ("export", "stream"):
             result = deploy.cmd_export(args) if args.command == "export" else deploy.cmd_stream(args)
+        elif args.command == "events":
+            result = events_cli.cmd_events(args)
+        elif args.command == "simulate":
+            result = simulate_cli.cmd_simulate(args)
         else:
             result = info()
             for k, v in result.items():

@@ -1,0 +1,105 @@
+"""Simulator throughput: video -> DVS events (``bench_video``; a cochlea part can join ``main``).
+
+    python bench/sim.py            # 346 x 260, 90 frames (3 s at 30 fps), best of 3
+    python bench/sim.py --quick    # 30 frames, best of 2
+
+The video part renders a synthetic 346 x 260 (DAVIS346) RGB video of textured discs moving
+across a gradient, 30 fps, and times, in the same run and on the same frames:
+
+* ``plain``: the previous path, :func:`spike.sim.simulate` on the grey frames in one call
+  (no low-pass, no noise: ``DVSConfig()``);
+* ``stream_clean``: :class:`spike.sim.VideoSimulator` on the RGB frames in 16-frame chunks with
+  the ``clean`` preset (luma conversion included);
+* ``stream_noisy``: the same with the ``noisy`` preset (30 Hz photoreceptor low-pass with
+  sub-steps, leak and shot noise).
+
+Events/s is simulated events per second of wall time (after a warm-up call that compiles the
+kernels); ``*_vs_plain`` are wall-time ratios against ``plain`` (> 1: slower). The last stdout
+line is one JSON object with ``"bench": "sim"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from spike.sim import DVSConfig, VideoSimulator, noise_config, simulate
+from spike.sim.video import LUMA_BT709
+
+
+def synthetic_video(n: int, w: int = 346, h: int = 260, fps: float = 30.0, seed: int = 0):
+    """uint8 RGB frames ``[n, h, w, 3]`` of moving textured discs and their times (us)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = 40 + 60 * xx / w
+    discs = [(rng.uniform(0, w), rng.uniform(0, h), rng.uniform(15, 45), rng.uniform(-12, 12),
+              rng.uniform(-8, 8), rng.uniform(0.3, 1.0, 3)) for _ in range(8)]
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for k in range(n):
+        img = np.repeat(base[..., None], 3, -1)
+        for cx, cy, r, vx, vy, col in discs:
+            x0, y0 = (cx + vx * k) % w, (cy + vy * k) % h
+            d = np.hypot(xx - x0, yy - y0)
+            inside = np.clip(r - d + 0.5, 0, 1)[..., None]  # anti-aliased rim
+            tex = 120 + 80 * np.sin((xx - x0) / 4.0)[..., None] * col
+            img = img * (1 - inside) + tex * inside
+        frames[k] = np.clip(img, 0, 255)
+    return frames, np.round(np.arange(n) * 1e6 / fps).astype(np.int64)
+
+
+def _best(fn, reps: int) -> tuple[float, int]:
+    best, n = float("inf"), 0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        n = len(fn())
+        best = min(best, time.perf_counter() - t0)
+    return best, n
+
+
+def _stream(frames, ts, cfg, chunk=16):
+    sim = VideoSimulator(cfg, seed=0)
+    return np.concatenate([sim.feed(frames[i:i + chunk], ts[i:i + chunk])
+                           for i in range(0, len(frames), chunk)])
+
+
+def bench_video(n_frames: int = 90, reps: int = 3) -> dict:
+    """Events/s of the video simulator on a 346 x 260 synthetic video (see the module doc)."""
+    rgb, ts = synthetic_video(n_frames)
+    r, g, b = LUMA_BT709
+    grey = np.clip(np.round(r * rgb[..., 0] + g * rgb[..., 1] + b * rgb[..., 2]), 0, 255
+                   ).astype(np.uint8)
+    cases = {
+        "plain": lambda: simulate(grey, ts, DVSConfig(), seed=0),
+        "stream_clean": lambda: _stream(rgb, ts, noise_config("clean")),
+        "stream_noisy": lambda: _stream(rgb, ts, noise_config("noisy")),
+    }
+    small = (rgb[:3], ts[:3])
+    simulate(grey[:3], ts[:3], DVSConfig())  # compile
+    _stream(*small, noise_config("noisy"))
+    out = {"sensor": [346, 260], "frames": n_frames, "video_s": (ts[-1] - ts[0]) * 1e-6}
+    for name, fn in cases.items():
+        wall, n = _best(fn, reps)
+        out[name] = {"events": n, "wall_s": round(wall, 4), "events_per_s": round(n / wall),
+                     "frames_per_s": round((n_frames - 1) / wall, 1)}
+    for name in ("stream_clean", "stream_noisy"):
+        out[f"{name}_vs_plain"] = round(out[name]["wall_s"] / out["plain"]["wall_s"], 3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="30 frames, best of 2")
+    args = ap.parse_args()
+    video = bench_video(30, 2) if args.quick else bench_video()
+    for name in ("plain", "stream_clean", "stream_noisy"):
+        v = video[name]
+        print(f"{name:13s} {v['events']:9d} events  {v['wall_s']:.3f} s  "
+              f"{v['events_per_s'] / 1e6:.2f} Mev/s  {v['frames_per_s']:.0f} frames/s")
+    print(json.dumps({"bench": "sim", "video": video}))
+
+
+if __name__ == "__main__":
+    main()
