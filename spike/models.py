@@ -27,7 +27,31 @@ def neuron_from_config(m: ModelConfig, shape: int | tuple | None = None) -> nn.M
         return ultra_neuron_from_config(m)
     if m.neuron == "if":
         return IF(dt=m.dt, recurrent=m.recurrent, shape=shape if m.recurrent else None, **common)
-    raise ConfigError(f"[model] neuron must be 'lif', 'if', 'ultralif' or 'ultradlif', got {m.neuron!r}")
+    if m.neuron in ("cubalif", "adlif"):
+        return _adaptive_neuron_from_config(m, shape, common)
+    raise ConfigError("[model] neuron must be 'lif', 'if', 'ultralif', 'ultradlif', 'cubalif' or 'adlif', "
+                      f"got {m.neuron!r}")
+
+
+def _adaptive_neuron_from_config(m: ModelConfig, shape: int | tuple | None, common: dict) -> nn.Module:
+    """CubaLIF (:mod:`spike.neurons.cuba`) or SE-adLIF (:mod:`spike.neurons.adlif`) as configured."""
+    from spike.neurons.adlif import AdLIF
+    from spike.neurons.cuba import CubaLIF
+
+    try:
+        if m.neuron == "cubalif":
+            return CubaLIF(tau=m.tau, tau_syn=m.tau_syn, dt=m.dt, learn_tau=m.learn_tau, recurrent=m.recurrent,
+                           discretization=m.discretization,
+                           shape=shape if (m.learn_tau or m.recurrent) else None, **common)
+        if m.reset_timing != "immediate":
+            raise ValueError("SE-adLIF resets immediately; reset_timing must be 'immediate'")
+        common = {k: v for k, v in common.items() if k != "reset_timing"}
+        per_neuron = m.learn_tau or m.recurrent or m.learn_adapt
+        return AdLIF(tau=m.tau, tau_w=m.adapt_tau, dt=m.dt, a=m.adapt_a, b=m.adapt_b, q=m.adapt_q,
+                     learn_tau=m.learn_tau, learn_ab=m.learn_adapt, recurrent=m.recurrent,
+                     discretization=m.discretization, shape=shape if per_neuron else None, **common)
+    except ValueError as e:
+        raise ConfigError(f"[model] {m.neuron}: {e}") from None
 
 
 def ultra_neuron_from_config(m: ModelConfig) -> nn.Module:

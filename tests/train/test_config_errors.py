@@ -115,7 +115,7 @@ def test_every_numeric_field_has_a_range():
             if f.type in ("int", "float", "tuple"):
                 assert f.name in RULES[section], f"[{section}] {f.name} has no range check"
             if f.name in RULES[section]:  # and the rule rejects something
-                bad = {"int": -10**9, "float": math.nan, "tuple": [0], "str": ""}[f.type]
+                bad = {"int": -10**9, "float": math.nan, "tuple": [-1], "str": ""}[f.type]
                 with pytest.raises(ConfigError, match=rf"^x\.toml: \[{section}\] {f.name}"):
                     config_from_dict({section: {f.name: bad}}, "x.toml")
     assert config_from_dict({}) == Config()  # the defaults are valid
