@@ -14,10 +14,16 @@ sets both torch's intra-op threads and numba's threads (``prange`` over samples;
 serially): the default is a per-core comparison, because on an oversubscribed machine a multi-threaded
 GEMM waits at barriers for descheduled threads and its times become meaningless.
 
+Streaming: the same network fed a synthetic recording (2 % of the (1 ms bin, channel) entries hold
+one event at a random time inside its bin, T = 100 bins) through :class:`EventStream.feed_events`,
+once in 1 ms chunks (each followed by ``advance`` to the chunk's end, as a real-time loop does) and
+once event by event; the rate is events / (wall time of the whole sample: stream creation, every
+call, ``finish``), the minimum over repetitions; the streamed readout is checked equal to ``run``.
+
 Prints a table, saves ``bench/out/event_driven.png`` (time vs activity), and the last stdout line is
-``{"bench": "event_driven", "speedup_at_2pct_batch1": ..., "crossover_activity": ...}`` where the
-crossover is the batch-1 activity at which both take the same time (log-log interpolation; ``null``
-if the event path stays faster up to 100 %).
+``{"bench": "event_driven", "speedup_at_2pct_batch1": ..., "crossover_activity": ...,
+"stream_events_per_s": ..., ...}`` where the crossover is the batch-1 activity at which both take
+the same time (log-log interpolation; ``null`` if the event path stays faster up to 100 %).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import numba
 import torch
 
+from spike.core.events import make_events
 from spike.events import network as N
 from spike.inference.export import export_event_network
 from spike.neurons import LI, LIF
@@ -106,6 +113,47 @@ def measure(model, net, activity: float, batch: int, rng, quick: bool) -> dict:
                 dense_median_ms=1e3 * d_med, event_median_ms=1e3 * e_med, speedup=d_min / e_min,
                 max_readout_diff=err, hidden_rate=float(rec.spikes["2"].mean()),
                 synops_per_sample=float(res.synops.sum(1).mean()), dense_macs_per_sample=float(dense_macs))
+
+
+def make_recording(activity: float, rng: np.random.Generator) -> np.ndarray:
+    """A structured event array: each (1 ms bin, channel) entry holds one event w.p. ``activity``."""
+    on = rng.random((T, N_IN)) < activity
+    t_bin, ch = np.nonzero(on)
+    t = t_bin * 1000 + rng.integers(0, 1000, len(t_bin))
+    o = np.argsort(t, kind="stable")
+    p, rest = np.divmod(ch[o], SHAPE[1] * SHAPE[2])
+    y, x = np.divmod(rest, SHAPE[2])
+    return make_events(x, y, t[o], p)
+
+
+def measure_stream(net, activity: float, rng, quick: bool) -> dict:
+    """Events per second of :class:`EventStream` fed 1 ms chunks / single events (see module doc)."""
+    ev = make_recording(activity, rng)
+    sensor = (SHAPE[2], SHAPE[1], SHAPE[0])
+    ref = N.run(net, [ev], T, sensor_size=sensor, dt=1000)
+    edges = np.searchsorted(ev["t"], np.arange(0, (T + 1) * 1000, 1000))  # chunk k: t in [k ms, k+1 ms)
+
+    def by_ms():
+        s = N.EventStream(net, sensor_size=sensor, dt=1000)
+        for k in range(T):
+            s.feed_events(ev[edges[k]:edges[k + 1]])
+            s.advance(k + 1)
+        return s.finish(T)
+
+    def by_event():
+        s = N.EventStream(net, sensor_size=sensor, dt=1000)
+        for k in range(len(ev)):
+            s.feed_events(ev[k:k + 1])
+        return s.finish(T)
+
+    for fn in (by_ms, by_event):
+        res = fn()
+        assert np.array_equal(res.out, ref.out) and np.array_equal(res.synops, ref.synops), fn.__name__
+    reps = 3 if quick else 15
+    (ms_min, _), (ev_min, _) = alternating_times([by_ms, by_event], reps, 3.0 if quick else 10.0, block=1)
+    n = len(ev)
+    return dict(events=n, chunks=T, ms_s=ms_min, ev_s=ev_min, events_per_s=n / ms_min,
+                events_per_s_per_event=n / ev_min, us_per_chunk=1e6 * ms_min / T, us_per_event=1e6 * ev_min / n)
 
 
 def crossover(rows: list[dict]) -> float | None:
@@ -189,11 +237,20 @@ def main() -> None:
     cross1, cross32 = crossover(b1), crossover(b32)
     print(f"crossover activity: batch 1 {cross1}, batch 32 {cross32}")
     plot(rows, Path(__file__).resolve().parent / "out" / "event_driven.png")
+    st = measure_stream(net, 0.02, rng, args.quick)
+    print(f"stream (2 % activity, {st['events']} events, {st['chunks']} chunks of 1 ms): "
+          f"{st['events_per_s']:.3g} events/s ({st['us_per_chunk']:.1f} us per chunk); event by event: "
+          f"{st['events_per_s_per_event']:.3g} events/s ({st['us_per_event']:.2f} us per event)")
     s2 = next(r["speedup"] for r in b1 if r["activity"] == 0.02)
     print(json.dumps({"bench": "event_driven", "speedup_at_2pct_batch1": round(s2, 2),
                       "crossover_activity": None if cross1 is None else round(cross1, 4),
                       "crossover_activity_batch32": None if cross32 is None else round(cross32, 4),
-                      "T": T, "model": "2312-512-10", "threads": args.threads}))
+                      "stream_events_per_s": round(st["events_per_s"]),
+                      "stream_us_per_chunk_1ms": round(st["us_per_chunk"], 2),
+                      "stream_events_per_s_event_by_event": round(st["events_per_s_per_event"]),
+                      "stream_us_per_event": round(st["us_per_event"], 3),
+                      "T": T, "model": "2312-512-10", "threads": args.threads,
+                      "numba_threads": numba.get_num_threads()}))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@
 
 Binning is that of the whole recording (N-MNIST-style binning clips late events into the last bin,
 so a bin is final only when the recording is); windows then deliver its bins in time order, as a live
-sensor would. Energy is ``synops x E_AC`` of the profile: every synaptic operation of the event path
-is triggered by a binary spike or an integer count of events -- on the first layer a count ``c`` is
-counted as ``c`` accumulates, as :class:`spike.energy.EnergyMeter` counts it (tested equal).
+sensor would. Energy is the synaptic energy of the executed steps: an operation triggered by an input
+value of +-1 (a spike, a bin with one event) is an accumulate, one triggered by any other value (a bin
+with several events, an average-pooled value) a multiply-accumulate -- the per-element rule of
+:class:`spike.energy.EnergyMeter`, whose AC and MAC counts on the dense path equal these (tested).
+``neuron_updates`` counts the updates the event path performs (fewer than a dense model's
+neurons x steps, which ``spike energy`` counts).
 
 Example:
     >>> from spike.inference.deploy import Binning, bin_recording, load_deployable, stream_recording
@@ -220,6 +223,20 @@ def _sparse(frames: np.ndarray):
     return tb, ch, flat[tb, ch]
 
 
+def _energy_uj(synops: int, mac: int, prof) -> float:
+    """Synaptic energy: an operation triggered by a +-1 input is an accumulate, any other a MAC."""
+    return ((synops - mac) * prof.ac_pj + mac * prof.mac_pj) * 1e-6
+
+
+def _counts(res, i: int, prof) -> dict:
+    """The operation counts and energy of sample ``i`` of a :class:`RunResult`."""
+    syn, mac = int(res.synops[i].sum()), int(res.mac_synops[i].sum())
+    return {"synops": syn, "ac": syn - mac, "mac": mac, "neuron_updates": int(res.updates[i].sum()),
+            "energy_uj": _energy_uj(syn, mac, prof),
+            "synops_per_layer": dict(zip(res.layers, res.synops[i].tolist())),
+            "mac_per_layer": dict(zip(res.layers, res.mac_synops[i].tolist()))}
+
+
 def window_bins_for(binning: "Binning", window_ms: float | None, realtime: bool = False) -> int | None:
     """Bins per window of ``window_ms`` (``None``: the whole recording; ``realtime`` alone: one bin).
 
@@ -252,8 +269,9 @@ def stream_recording(net, meta: dict, frames: np.ndarray, *, cutoff=None, window
 
     Returns:
         ``prediction``, ``steps`` (steps run; ``stop_step = steps - 1``), ``stopped`` (the cutoff fired
-        before the end), ``synops``, ``energy_uj`` (``synops * AC energy``), ``windows``,
-        ``synops_per_layer``; with ``realtime`` also ``latency_ms`` (mean, p50, max over windows) and
+        before the end), ``synops`` (= ``ac + mac``), ``ac``, ``mac``, ``neuron_updates``, ``energy_uj``
+        (``ac * E_AC + mac * E_MAC``), ``windows``, ``synops_per_layer``, ``mac_per_layer``; with
+        ``realtime`` also ``latency_ms`` (mean, p50, max over windows) and
         ``kept_up`` (every window finished before the next one was due).
     """
     from spike.energy import get_profile
@@ -262,7 +280,7 @@ def stream_recording(net, meta: dict, frames: np.ndarray, *, cutoff=None, window
     loss = meta.get("loss", "mean_membrane")
     t_n = frames.shape[0]
     stop = _stop_rule(net, meta, cutoff, t_n)
-    ac = get_profile(profile).ac_pj
+    prof = get_profile(profile)
     dt_s = None
     if realtime:
         dt_us = (meta.get("binning") or {}).get("dt_us")
@@ -295,10 +313,10 @@ def stream_recording(net, meta: dict, frames: np.ndarray, *, cutoff=None, window
         windows += 1
         info = None
         if on_window is not None or realtime:
-            syn = int(s.counts()[0].sum())
+            syn, mac = int(s.counts()[0].sum()), int(s.mac_synops().sum())
             pred = int(np.argmax(_scores(s.output().reshape(s.steps_done, -1), loss))) if s.steps_done else -1
             info = {"window": windows - 1, "bins": [start, end], "steps": s.steps_done, "prediction": pred,
-                    "stopped": s.stopped, "synops": syn, "energy_uj": syn * ac * 1e-6}
+                    "stopped": s.stopped, "synops": syn, "energy_uj": _energy_uj(syn, mac, prof)}
             if realtime:
                 latencies.append(max(0.0, clock() - due))
                 info["latency_ms"] = latencies[-1] * 1e3
@@ -308,10 +326,8 @@ def stream_recording(net, meta: dict, frames: np.ndarray, *, cutoff=None, window
             break
     res = s.finish(None if s.stopped else t_n)
     out = res.out[:, 0].reshape(res.out.shape[0], -1)  # [T_run, C]
-    syn = int(res.synops.sum())
     r = {"prediction": int(np.argmax(_scores(out, loss))), "steps": int(res.steps[0]),
-         "stopped": int(res.steps[0]) < t_n + net.pad_total, "synops": syn, "energy_uj": syn * ac * 1e-6, "windows": windows,
-         "synops_per_layer": dict(zip(res.layers, res.synops[0].tolist()))}
+         "stopped": int(res.steps[0]) < t_n + net.pad_total, **_counts(res, 0, prof), "windows": windows}
     if on_window is not None and not s.stopped:
         on_window({"window": windows - 1, "bins": [min(start, t_n), t_n], **{k: r[k] for k in
                    ("steps", "prediction", "stopped", "synops", "energy_uj")},
@@ -340,14 +356,12 @@ def run_recordings(net, meta: dict, frames: list[np.ndarray], *, cutoff=None,
         raise ValueError(f"recordings binned to different shapes: {sorted({f.shape for f in frames})}")
     loss = meta.get("loss", "mean_membrane")
     res = run(net, [_sparse(f) for f in frames], t_n, stop_rule=_stop_rule(net, meta, cutoff, t_n))
-    ac = get_profile(profile).ac_pj
+    prof = get_profile(profile)
     t_total = t_n + net.pad_total
     out = res.out.reshape(t_total, len(frames), -1)  # [T, B, C]
     recs = []
     for i in range(len(frames)):
         k = int(res.steps[i])
-        syn = int(res.synops[i].sum())
         recs.append({"prediction": int(np.argmax(_scores(out[:k, i], loss))), "steps": k,
-                     "stopped": k < t_total, "synops": syn, "energy_uj": syn * ac * 1e-6, "windows": 1,
-                     "synops_per_layer": dict(zip(res.layers, res.synops[i].tolist()))})
+                     "stopped": k < t_total, **_counts(res, i, prof), "windows": 1})
     return recs

@@ -280,6 +280,8 @@ def test_event_driven_counts_equal_dense_counts(anytime, prune):
     assert len(syn) == len(res.layers)
     for i, lc in enumerate(syn):
         np.testing.assert_array_equal(res.synops[:, i], lc.ac + lc.mac)
+        np.testing.assert_array_equal(res.mac_synops[:, i], lc.mac)  # the per-element AC/MAC split too
+    assert res.mac_synops[:, 1:].sum() == 0 and (anytime or res.mac_synops[:, 0].sum() > 0)  # counts in, spikes after
     if anytime:
         assert dense_run.mean_steps < 10
     if prune:  # fewer operations than the same input through all weights
@@ -482,3 +484,35 @@ def test_delayed_linear_counts_as_a_synapse():
     assert c.kind == "synapse" and c.input == "spikes"
     nnz = (net[0].weight != 0).sum(0).double()  # reached synapses per input channel
     np.testing.assert_array_equal(c.ac, (x.double() @ nnz).sum(0).numpy())
+
+
+def test_event_driven_ac_mac_split_equals_meter_on_a_conv_net_with_pooling():
+    """Counts (2, 3 events in a bin) at the input and average-pooled values before the linear layer are
+    multiply-accumulates on both paths, per element; the stream reports the same split as the batch."""
+    from spike.events import network as evn
+    from spike.inference.export import export_event_network
+
+    net = convnet(0).double()
+    x = spikes((6, 3, 2, 8, 8), 4, p=0.4).double()
+    x[1, :, 0] *= 2.0
+    x[3, 1] *= 3.0
+    with EnergyMeter(net) as m:
+        net(x)
+    rep = m.report()
+    enet = export_event_network(net, (2, 8, 8))
+    samples = []
+    for b in range(3):
+        flat = x[:, b].reshape(6, -1).numpy()  # [T, P*H*W]
+        tb, ch = np.nonzero(flat)
+        samples.append(evn.BinnedEvents(tb.astype(np.int64), ch.astype(np.int64), flat[tb, ch]))
+    res = evn.run(enet, samples, 6)
+    syn = [lc for lc in rep.layers if lc.kind == "synapse"]
+    assert len(syn) == len(res.layers)
+    for i, lc in enumerate(syn):
+        np.testing.assert_array_equal(res.synops[:, i], lc.ac + lc.mac)
+        np.testing.assert_array_equal(res.mac_synops[:, i], lc.mac)
+    assert res.mac_synops[:, -1].sum() > 0  # the pooled values feeding the linear layer
+    s = evn.EventStream(enet)
+    s.feed(samples[1].t_bin, samples[1].channel, samples[1].count)
+    r1 = s.finish(6)
+    np.testing.assert_array_equal(r1.mac_synops[0], res.mac_synops[1])

@@ -24,8 +24,9 @@ LIF neuron follows :func:`spike.neurons.lif.lif_step`
 * decay is applied lazily: a neuron touched at ``t`` after its last update at ``u`` first replays
   the ``t - u - 1`` input-free steps;
 * a layer all of whose neurons are touched at consecutive steps (full fan-out, bias) takes a
-  branch-free vectorised update; a full-fan-out scatter adds four weight rows per pass (more loads
-  in flight, the same order of additions);
+  branch-free vectorised update; a full-fan-out scatter adds eight weight rows per pass (more loads
+  in flight, the same order of additions); the per-step helpers are inlined into the time loop (no
+  call overhead, fewer array reference counts);
 * a zero (pruned) weight is no synapse: it is not counted, and the delayed and convolutional
   scatters skip it (a dense row is added whole: that is faster than skipping down to ~0.5 % density).
 
@@ -52,7 +53,11 @@ from tonic's structured arrays with bins ``[t_start + k*dt, t_start + (k+1)*dt)`
 ``to_frame(..., time_window=dt, start_time=t_start)``.
 
 Entry points: :func:`run` (a batch of samples, in parallel over samples with ``prange``) and
-:class:`EventStream` (one sample, events fed as they arrive, output readable at any moment).
+:class:`EventStream` (one sample, events fed as they arrive, output readable at any moment; a
+``feed`` / ``advance`` that completes bins makes two numba calls -- CSR of those bins, the time
+loop --, other calls only check and buffer; ``feed_events`` of integer event chunks validates and
+bins them in one numba call, falling back to the Python reference checks, and their errors, for
+anything unusual).
 Both accept a :class:`StopRule` (per-step thresholds on the top-1/top-2 gap of the cumulative output)
 and count synaptic operations (events x non-zero fan-out) and neuron updates per layer; the stream
 stops where :func:`run` does however its input is chunked.

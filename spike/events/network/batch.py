@@ -46,6 +46,9 @@ class RunResult(NamedTuple):
     * ``steps [B]``: steps processed (``T_total`` unless the stop rule fired);
     * ``synops, updates, decays [B, L]`` per stage (``layers``): synaptic operations (events x non-zero
       fan-out reached), neuron updates with a threshold check, lazily replayed decay steps;
+    * ``mac_synops [B, L]``: the synaptic operations triggered by an input value other than +-1 (a count
+      of several events in a bin, an average-pooled value): multiply-accumulates under the per-element
+      rule of :class:`spike.energy.EnergyMeter`; the rest (``synops - mac_synops``) are accumulates;
     * ``record=True`` only: ``spikes``: layer -> ``[T_layer, B, *shape]`` uint8 (``T_layer = T`` +
       the TimePads before the layer); ``v_final`` / ``s_final``: layer -> ``[B, *shape]``, the state
       after each sample's last step.
@@ -60,6 +63,7 @@ class RunResult(NamedTuple):
     spikes: dict[str, np.ndarray] | None = None
     v_final: dict[str, np.ndarray] | None = None
     s_final: dict[str, np.ndarray] | None = None
+    mac_synops: np.ndarray | None = None
 
     @property
     def output(self) -> np.ndarray:
@@ -68,9 +72,19 @@ class RunResult(NamedTuple):
         return self.out
 
 
+#: columns of the per-op counters: synops, updates, decays, violations, MAC synops
+N_COUNTERS = 5
+
+
 def _stage_counts(net: EventNetwork, cnt: np.ndarray):
-    ops = [s[1] for s in net._prog.stages]
-    return cnt[:, ops, 0], cnt[:, ops, 1], cnt[:, ops, 2]
+    """``(synops, updates, decays)`` ``[B, L]`` of the stages (fresh arrays, one fancy index)."""
+    c = cnt[:, [s[1] for s in net._prog.stages], :3]  # [B, L, 3]
+    return c[..., 0], c[..., 1], c[..., 2]
+
+
+def _stage_macs(net: EventNetwork, cnt: np.ndarray) -> np.ndarray:
+    """MAC synops ``[B, L]`` of the stages."""
+    return cnt[:, [s[1] for s in net._prog.stages], 4]
 
 
 def run(net: EventNetwork, samples: Sequence, n_steps: int, *, record: bool = False,
@@ -124,7 +138,7 @@ def run(net: EventNetwork, samples: Sequence, n_steps: int, *, record: bool = Fa
     steps = np.zeros(n_b, np.int64)
     n_rec = sum(r[2] for r in prog.rec)
     rec = np.zeros((n_b, t_total, n_rec) if record else (n_b, 1, 1), np.uint8)  # [B, T, R]
-    cnt = np.zeros((n_b, len(prog.iops), 4), np.int64)
+    cnt = np.zeros((n_b, len(prog.iops), N_COUNTERS), np.int64)
     n_neur = len(prog.vinit)
     vfinal = np.zeros((n_b, n_neur) if record else (1, 1), dtype)
     sfinal = np.zeros((n_b, n_neur) if record else (1, 1), dtype)
@@ -152,7 +166,8 @@ def run(net: EventNetwork, samples: Sequence, n_steps: int, *, record: bool = Fa
             noff = int(prog.iops[op, C_NOFF])
             v_final[name] = vfinal[:, noff:noff + neu.n].reshape(n_b, *neu.shape)  # [B, *shape]
             s_final[name] = sfinal[:, noff:noff + neu.n].reshape(n_b, *neu.shape)
-    return RunResult(out_t, steps, syn, upd, dec, net.stage_names, spikes, v_final, s_final)
+    return RunResult(out_t, steps, syn, upd, dec, net.stage_names, spikes, v_final, s_final,
+                     mac_synops=_stage_macs(net, cnt))
 
 
 def _check_violations(cnt: np.ndarray) -> None:

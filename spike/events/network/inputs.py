@@ -142,6 +142,35 @@ def _csr(tb, ch, val, t0, n_steps, n_in, out_idx, out_val, ptr):  # pragma: no c
     return m
 
 
+@njit(cache=True)
+def _csr_open(och, oval, n_open, open_bin, tb, ch, val, n_new, t0, t1, t_in_end, n_in, ptr, idx, v):  # pragma: no cover
+    """The stream's CSR over ``[t0, t1)`` into ``ptr [>= t1 - t0 + 1], idx, v [>= n_open + n_new]``: the
+    open bin's events ``(och, oval)[:n_open]`` (bin ``open_bin``) then ``(tb, ch, val)[:n_new]``, all
+    valid; no input at or after ``t_in_end``. Returns the number of entries (buffers, not new arrays:
+    returning arrays to Python costs more than the work)."""
+    n = n_open + n_new
+    tbc = np.empty(n, np.int64)
+    chc = np.empty(n, np.int64)
+    valc = np.empty(n, oval.dtype)
+    for k in range(n_open):
+        tbc[k] = open_bin
+        chc[k] = och[k]
+        valc[k] = oval[k]
+    for k in range(n_new):
+        tbc[n_open + k] = tb[k]
+        chc[n_open + k] = ch[k]
+        valc[n_open + k] = val[k]
+    n_steps = t1 - t0
+    n_in_steps = max(0, min(t_in_end, t1) - t0)
+    ptr[0] = 0
+    m = 0
+    if n_in_steps > 0 and n > 0:
+        m = max(0, _csr(tbc, chc, valc, t0, n_in_steps, n_in, idx, v, ptr))
+    for b in range(n_in_steps + 1, n_steps + 1):
+        ptr[b] = m
+    return m
+
+
 def _prepare(sample, t0: int, n_steps: int, n_in: int, dtype, which: str):
     """A sample as CSR over ``[t0, t0 + n_steps)``: ``(ptr [n_steps+1], idx, val)``."""
     tb, ch, cnt = _unpack(sample)

@@ -56,7 +56,7 @@ def _rst(h, sp, reset, vth, vreset):  # pragma: no cover - numba
     return vreset
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pool(iops, fops, op, lay, fs, ist, ei, ev, ne, eo_i, eo_v):  # pragma: no cover - numba
     """Max / average pooling of the ``ne`` events at ``(ei, ev)``; writes the pooled events at
     ``(eo_i, eo_v)`` and returns their number."""
@@ -99,7 +99,45 @@ def _pool(iops, fops, op, lay, fs, ist, ei, ev, ne, eo_i, eo_v):  # pragma: no c
     return npool
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _mac_synops(iops, fops, op, Dl, fs, ist, ei, ev, ne):  # pragma: no cover - numba
+    """Synaptic operations of stage ``op`` triggered by event values other than +-1 (multiply-accumulates
+    under the per-element AC/MAC rule of :class:`spike.energy.EnergyMeter`); the same fan-out count
+    :func:`_scatter` makes, for those events only. Binary spikes cost one comparison each."""
+    one = fops[op, F_ONE]
+    syn = iops[op, C_SYN]
+    zoff = iops[op, C_ZOFF]
+    nmac = 0
+    for k in range(ne):
+        val = fs[ev + k]
+        if val == one or val == -one:
+            continue
+        i = ist[ei + k]
+        if syn == _SYN_DENSE or syn == _SYN_DELAY:
+            nmac += Dl[zoff + i]
+        elif syn == _SYN_IDENT:
+            nmac += 1
+        else:  # convolution: the taps of the footprint that fall inside the output
+            hi, wi = iops[op, C_HI], iops[op, C_WI]
+            ho, wo = iops[op, C_HO], iops[op, C_WO]
+            kh, kw, sh, sw = iops[op, C_KH], iops[op, C_KW], iops[op, C_SH], iops[op, C_SW]
+            pt, pl, dh, dw = iops[op, C_PT], iops[op, C_PL], iops[op, C_DH], iops[op, C_DW]
+            c = i // (hi * wi)
+            y = (i // wi) % hi
+            x = i % wi
+            for ky in range(kh):
+                ny = y + pt - ky * dh
+                if ny < 0 or ny % sh != 0 or ny // sh >= ho:
+                    continue
+                for kx in range(kw):
+                    nx = x + pl - kx * dw
+                    if nx < 0 or nx % sw != 0 or nx // sw >= wo:
+                        continue
+                    nmac += Dl[zoff + (c * kh + ky) * kw + kx]
+    return nmac
+
+
+@njit(cache=True, inline="always")
 def _scatter(iops, fops, op, W, Dl, lay, fs, ist, ei, ev, ne, t):  # pragma: no cover - numba
     """Add every event's weights to the ring buffer of stage ``op``; returns the synaptic operations
     (one per event and non-zero weight it reaches: a pruned weight is no synapse)."""
@@ -121,26 +159,51 @@ def _scatter(iops, fops, op, W, Dl, lay, fs, ist, ei, ev, ne, t):  # pragma: no 
             nsyn += Dl[zoff + ist[ei + k]]
         if ne > 0:
             ist[rany] = 1  # full fan-out: every neuron is touched
-        dst = fs[ring:ring + n]
+        # unsigned offsets, not slices: a slice is a new array whose two atomic reference counts
+        # are memory fences (they stall the weight loads in flight); an unsigned index has no
+        # negative-index wraparound, so the loops still vectorise
+        un = np.uint64(n)
+        ro = np.uint64(ring)
+        wo = np.uint64(woff)
         k = 0
-        while k + 3 < ne:  # four rows per pass (more loads in flight), same order of additions
-            a = W[woff + ist[ei + k] * n:woff + (ist[ei + k] + 1) * n]
-            b = W[woff + ist[ei + k + 1] * n:woff + (ist[ei + k + 1] + 1) * n]
-            c = W[woff + ist[ei + k + 2] * n:woff + (ist[ei + k + 2] + 1) * n]
-            d = W[woff + ist[ei + k + 3] * n:woff + (ist[ei + k + 3] + 1) * n]
-            va, vb, vc, vd = fs[ev + k], fs[ev + k + 1], fs[ev + k + 2], fs[ev + k + 3]
-            if va == one and vb == one and vc == one and vd == one:
-                for j in range(n):
-                    dst[j] = (((dst[j] + a[j]) + b[j]) + c[j]) + d[j]
+        while k + 7 < ne:  # eight rows per pass (more loads in flight), same order of additions
+            a = wo + np.uint64(ist[ei + k]) * un
+            b = wo + np.uint64(ist[ei + k + 1]) * un
+            c = wo + np.uint64(ist[ei + k + 2]) * un
+            d = wo + np.uint64(ist[ei + k + 3]) * un
+            e = wo + np.uint64(ist[ei + k + 4]) * un
+            f = wo + np.uint64(ist[ei + k + 5]) * un
+            g = wo + np.uint64(ist[ei + k + 6]) * un
+            h = wo + np.uint64(ist[ei + k + 7]) * un
+            unit = True
+            for q in range(8):
+                if fs[ev + k + q] != one:
+                    unit = False
+            if unit:
+                for j in range(un):
+                    fs[ro + j] = (((((((fs[ro + j] + W[a + j]) + W[b + j]) + W[c + j]) + W[d + j]) + W[e + j])
+                                  + W[f + j]) + W[g + j]) + W[h + j]
             else:
-                for j in range(n):
-                    dst[j] = (((dst[j] + a[j] * va) + b[j] * vb) + c[j] * vc) + d[j] * vd
+                va, vb, vc, vd = fs[ev + k], fs[ev + k + 1], fs[ev + k + 2], fs[ev + k + 3]
+                ve, vf, vg, vh = fs[ev + k + 4], fs[ev + k + 5], fs[ev + k + 6], fs[ev + k + 7]
+                for j in range(un):
+                    fs[ro + j] = (((((((fs[ro + j] + W[a + j] * va) + W[b + j] * vb) + W[c + j] * vc)
+                                     + W[d + j] * vd) + W[e + j] * ve) + W[f + j] * vf) + W[g + j] * vg) + W[h + j] * vh
+            k += 8
+        while k + 3 < ne:  # four rows per pass
+            a = wo + np.uint64(ist[ei + k]) * un
+            b = wo + np.uint64(ist[ei + k + 1]) * un
+            c = wo + np.uint64(ist[ei + k + 2]) * un
+            d = wo + np.uint64(ist[ei + k + 3]) * un
+            va, vb, vc, vd = fs[ev + k], fs[ev + k + 1], fs[ev + k + 2], fs[ev + k + 3]
+            for j in range(un):
+                fs[ro + j] = (((fs[ro + j] + W[a + j] * va) + W[b + j] * vb) + W[c + j] * vc) + W[d + j] * vd
             k += 4
         while k < ne:
-            src = W[woff + ist[ei + k] * n:woff + (ist[ei + k] + 1) * n]
+            a = wo + np.uint64(ist[ei + k]) * un
             val = fs[ev + k]
-            for j in range(n):
-                dst[j] += src[j] * val
+            for j in range(un):
+                fs[ro + j] = fs[ro + j] + W[a + j] * val
             k += 1
         return nsyn
     if syn == _SYN_DELAY:
@@ -248,7 +311,7 @@ def _replay(vv, ss, lag, b, vth, vreset, vrest, vrest_zero, reset, deferred, one
     return vv, ss, done, viol
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _neurons_all(iops, fops, op, Bv, beta, gain, lay, fs, ist, t, eo_i, eo_v, out, rec, do_rec,
                  cnt):  # pragma: no cover - numba
     """:func:`_neurons` when every neuron of the layer is updated at ``t`` and was at ``t - 1``
@@ -343,7 +406,7 @@ def _neurons_all(iops, fops, op, Bv, beta, gain, lay, fs, ist, t, eo_i, eo_v, ou
     return nout_ev
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _neurons(iops, fops, op, Bv, beta, gain, lay, fs, ist, t, eo_i, eo_v, out, rec, do_rec, cnt):  # pragma: no cover
     """Update the neurons of stage ``op`` that received input at ``t`` (all of them for a bias or a
     dense readout) plus the flagged ones; write spikes at ``(eo_i, eo_v)``, return their number."""
@@ -482,6 +545,7 @@ def run_range(iops, fops, W, Bv, Dl, beta, gain, lay, fs, ist, ev_ptr, ev_idx, e
             if iops[op, C_KIND] != _STAGE:
                 ne = _pool(iops, fops, op, lay, fs, ist, ei, ev, ne, eo_i, eo_v)
             else:
+                cnt[op, 4] += _mac_synops(iops, fops, op, Dl, fs, ist, ei, ev, ne)
                 cnt[op, 0] += _scatter(iops, fops, op, W, Dl, lay, fs, ist, ei, ev, ne, t)
                 ne = _neurons(iops, fops, op, Bv, beta, gain, lay, fs, ist, t, eo_i, eo_v, out, rec, do_rec, cnt)
             cb = 1 - cb
