@@ -67,11 +67,14 @@ class DataConfig:
     options: dict = field(default_factory=dict)
     # fraction of the training set held out (seeded) and never trained on, e.g. to calibrate anytime cutoffs
     val_fraction: float = 0.0
+    # training-only augmentation of the binned samples (spike.data.augment), e.g. ["flip_x", "translate:4"]
+    augment: tuple = ()
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "mlp"            # mlp | conv | delay_mlp
+    kind: str = "mlp"            # mlp | conv | delay_mlp | sew_resnet | spiking_resnet | max_resnet | spikformer | max_former
+    arch: dict = field(default_factory=dict)  # deep architectures (spike.archs): their options, e.g. {depth = 18, connect = "iand"}
     hidden: tuple = (128,)       # hidden sizes (mlp) or channels (conv)
     neuron: str = "lif"          # lif | if | ultralif | ultradlif | cubalif | adlif
     tau: float = 5.0
@@ -87,7 +90,7 @@ class ModelConfig:
     recurrent: bool = False
     dropout: float = 0.0
     batchnorm: bool = False
-    readout: str = "li"          # li (non-spiking membrane) | spikes (LIF output layer)
+    readout: str = "li"          # li (non-spiking membrane) | spikes (LIF output layer) | linear (the head's output)
     readout_tau: float = 5.0
     backend: str = "auto"
     discretization: str = "exp"    # exp | euler (SpikingJelly; the SHD delays recipe)
@@ -272,6 +275,21 @@ def _seeds(v: tuple) -> tuple[str, Any, str] | str | None:
     return None
 
 
+def _augment(v: tuple) -> tuple[str, Any, str] | str | None:
+    """Augmentation names ``"name"`` or ``"name:value"`` (checked by :mod:`spike.data.augment`)."""
+    if not isinstance(v, (list, tuple)):
+        return 'must be a list of augmentation names such as ["flip_x", "translate:4"]'
+    if not v:
+        return None
+    from spike.data.augment import augment_problem  # torch: only when augmentation is configured
+
+    for i, item in enumerate(v):
+        problem = augment_problem(item)
+        if problem is not None:
+            return f"[{i}]", item, problem
+    return None
+
+
 def _sizes(v: tuple) -> tuple[str, Any, str] | str | None:
     """Layer sizes: every element an integer >= 1 (returns ``(suffix, element, problem)`` for a bad one)."""
     if not isinstance(v, (list, tuple)):
@@ -296,6 +314,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "num_workers": _int(0),
         "contrast_threshold": _num(0, lo_open=True),
         "val_fraction": _num(0, 1, hi_open=True),
+        "augment": _augment,
     },
     "model": {
         "hidden": _sizes,
@@ -362,12 +381,12 @@ def _backend_names() -> tuple[str, ...]:
 #: that each list equals what that code accepts, so they cannot drift apart.
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "model": {
-        "kind": ("mlp", "conv", "delay_mlp"),
+        "kind": ("mlp", "conv", "delay_mlp", "sew_resnet", "spiking_resnet", "max_resnet", "spikformer", "max_former"),
         "neuron": ("lif", "if", "ultralif", "ultradlif", "cubalif", "adlif"),
         "reset": ("subtract", "to_value", "none"),
         "reset_timing": ("immediate", "deferred"),
         "surrogate": ("atan", "sigmoid", "fast_sigmoid", "triangle"),
-        "readout": ("li", "spikes"),
+        "readout": ("li", "spikes", "linear"),
         "backend": _backend_names(),
         "discretization": ("exp", "euler"),
         "ultra_boundary": ("wrap", "none"),

@@ -320,6 +320,10 @@ def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, ou
     data = build_data(cfg.data, cfg.run.seed)
     data, val = split_validation(data, cfg.data.val_fraction, cfg.run.seed)  # [data] val_fraction: never trained on
     select = _selection_of(cfg, val)
+    if cfg.data.augment:  # training samples only, after the cache and the validation split (spike.data.augment)
+        from spike.data.augment import AugmentedDataset
+
+        data = dataclasses.replace(data, train=AugmentedDataset(data.train, cfg.data.augment, cfg.run.seed))
     data_cfg = cfg.data
     if dist_info is not None:  # [data] batch_size is the global batch
         try:
@@ -337,7 +341,7 @@ def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, ou
     model = build_model_for(cfg, data.input_shape, data.n_classes, strategy).to(dev)
     optimizer = build_optimizer(cfg, model)
     scheduler, interval = build_scheduler(cfg, optimizer, len(train_loader))
-    callbacks = delay_callbacks(cfg, model)
+    callbacks = delay_callbacks(cfg, model) + ([data.train] if cfg.data.augment else [])  # sets its epoch
     model = distributed.wrap(model, dist_info)  # DistributedDataParallel under torchrun
     extra = {"config": config_to_dict(cfg), "data": _data_meta(data)}
     if config_history:
