@@ -54,6 +54,47 @@ def _adaptive_neuron_from_config(m: ModelConfig, shape: int | tuple | None, comm
         raise ConfigError(f"[model] {m.neuron}: {e}") from None
 
 
+#: ``[model] kind`` values built by :func:`spike.archs.build_arch`.
+ARCH_KINDS = ("sew_resnet", "spiking_resnet", "max_resnet", "spikformer", "max_former")
+
+
+def _arch(m: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """A deep architecture (:mod:`spike.archs`) with ``[model] arch`` options and the ``[model]`` neuron.
+
+    Every spiking neuron of the network is ``[model] neuron`` with the ``[model]`` neuron settings
+    (``tau``, ``dt``, ``v_th``, reset, surrogate, backend, ...); an architecture's own overrides (the
+    attention neuron's ``v_th``) are applied on top. The readout is ``[model] readout = "li"`` (a leaky
+    integrator after the linear head) or the plain head with ``readout = "linear"``.
+    """
+    import dataclasses
+
+    from spike.archs import OPTIONS, build_arch
+
+    if len(input_shape) != 3:
+        raise ConfigError(f"[model] kind={m.kind!r} needs [C, H, W] inputs, got {input_shape}")
+    if m.recurrent:
+        raise ConfigError(f"[model] kind={m.kind!r}: recurrent neurons are not supported in deep architectures")
+    opts = dict(m.arch)
+    unknown = sorted(set(opts) - set(OPTIONS[m.kind]))
+    if unknown:
+        raise ConfigError(f"[model] arch: unknown option(s) {unknown} for kind={m.kind!r}; it takes "
+                          f"{sorted(OPTIONS[m.kind])} (neuron settings come from [model] itself)")
+    if m.readout not in ("li", "linear"):
+        raise ConfigError(f"[model] readout for kind={m.kind!r} must be 'li' or 'linear', got {m.readout!r}")
+    if m.neuron in ("ultralif", "ultradlif"):
+        raise ConfigError(f"[model] kind={m.kind!r}: neuron {m.neuron!r} is not supported in deep architectures")
+    neuron_from_config(m, None)  # validate the neuron settings once, here
+
+    def neuron(**overrides) -> nn.Module:
+        return neuron_from_config(dataclasses.replace(m, **overrides), None)
+
+    try:
+        return build_arch(m.kind, input_shape, n_classes, neuron=neuron, readout=m.readout,
+                          readout_tau=m.readout_tau, **opts)
+    except ValueError as e:
+        raise ConfigError(f"[model] arch: {e}") from None
+
+
 def ultra_neuron_from_config(m: ModelConfig) -> nn.Module:
     """UltraLIF / UltraDLIF (:mod:`spike.neurons.ultralif`) as configured (no surrogate, no reset options)."""
     from spike.neurons.ultra_modules import UltraDLIF, UltraLIF
@@ -104,15 +145,18 @@ def build_model(m: ModelConfig, input_shape: tuple[int, ...], n_classes: int) ->
         n_in = c * hgt * wid
     elif m.kind == "delay_mlp":
         return _delay_mlp(m, input_shape, n_classes)
+    elif m.kind in ARCH_KINDS:
+        return _arch(m, input_shape, n_classes)
     else:
-        raise ConfigError(f"[model] kind must be 'mlp', 'conv' or 'delay_mlp', got {m.kind!r}")
+        raise ConfigError(f"[model] kind must be one of 'mlp', 'conv', 'delay_mlp', {', '.join(map(repr, ARCH_KINDS))}; "
+                          f"got {m.kind!r}")
     layers.append(Linear(n_in, n_classes))
     if m.readout == "li":
         layers.append(LI(tau=m.readout_tau, dt=m.dt, backend=m.backend, discretization=m.discretization))
     elif m.readout == "spikes":
         layers.append(neuron_from_config(m, n_classes))
-    else:
-        raise ConfigError(f"[model] readout must be 'li' or 'spikes', got {m.readout!r}")
+    elif m.readout != "linear":
+        raise ConfigError(f"[model] readout must be 'li', 'spikes' or 'linear', got {m.readout!r}")
     return Sequential(*layers)
 
 
