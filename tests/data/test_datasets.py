@@ -266,7 +266,8 @@ def test_fixed_duration_window(root, written):
         np.testing.assert_array_equal(f, ref)
 
 
-@pytest.mark.parametrize("config", ["dvs_gesture.toml", "ssc.toml"])
+@pytest.mark.parametrize("config", ["dvs_gesture.toml", "ssc.toml", "dvs_gesture_sew.toml", "dvs_gesture_maxformer.toml",
+                                    "cifar10_dvs_maxformer.toml"])
 def test_shipped_configs_build_and_run(root, written, config):
     import torch
 
