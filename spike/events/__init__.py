@@ -13,7 +13,7 @@ microseconds, ``sensor_size = (W, H, P)``):
 """
 
 from spike.events.denoise import denoise, denoise_mask
-from spike.events.frames import slice_indices, to_frame
+from spike.events.frames import frame_nbytes, slice_indices, to_frame
 from spike.events.surfaces import to_time_surface, to_voxel_grid
 from spike.events.transforms import Denoise, ToFrame, ToTimeSurface, ToVoxelGrid
 
@@ -24,6 +24,7 @@ __all__ = [
     "ToVoxelGrid",
     "denoise",
     "denoise_mask",
+    "frame_nbytes",
     "slice_indices",
     "to_frame",
     "to_time_surface",

@@ -26,22 +26,41 @@ tested in ``tests/events/test_frames.py``:
   of the recording uncovered, and there is no tonic-compatible correct variant.
 * Events without a ``y`` field give frames ``[T, P, 1, W]`` (tonic: ``[T, P, W]``).
 
+Validation costs no extra pass: the binning kernel (:mod:`spike.events._frame_kernels`) checks
+every event it counts (inside the sensor, ``t`` non-decreasing, no NaN) and only the events
+outside the windows are checked separately; a float ``t`` must also have finite first and last
+values, which with the order check makes it finite throughout. Any failure raises one
+``EventError`` naming the array and the first problem (e.g. ``events: t contains +inf at index
+4``). Windows are located by binary search without converting ``t``.
+
+The output size is known before anything is allocated (:func:`frame_nbytes`); requests above
+``max_bytes`` (default :data:`MAX_FRAME_BYTES`, 4 GiB) are refused with a ``ValueError`` giving the
+size, so a mistaken ``time_window`` on a long span fails at once instead of exhausting memory.
+
 No ``tonic_compat`` switch: bug-compatible index arithmetic would double the tested surface for no
 user benefit; the tests compare against tonic directly.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import numba
 import numpy as np
 import numpy.typing as npt
-from numba import njit, prange
 
 from spike.core.events import EventError, validate_events
+from spike.events._frame_kernels import _bin_windows, _count_bad
 
-__all__ = ["to_frame", "slice_indices"]
+__all__ = ["MAX_FRAME_BYTES", "frame_nbytes", "slice_indices", "to_frame"]
+
+MAX_FRAME_BYTES = 4 * 2**30
+"""Default ``max_bytes`` of :func:`to_frame`: 4 GiB (an EVK4 1280x720x2 at 200 bins int32 is
+1.47 GB). Raise it per call with ``max_bytes=`` or for the process by assigning this attribute."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,19 +85,6 @@ def _native(a: np.ndarray) -> np.ndarray:
     return a
 
 
-@njit(cache=True)
-def _count_bad(x, y, t, p, width, height, n_pol):  # pragma: no cover - numba
-    """1 if an event is outside the sensor, out of time order or has a NaN timestamp, else 0."""
-    for i in range(len(t)):
-        pi = p[i]
-        if (x[i] < 0 or x[i] >= width or y[i] < 0 or y[i] >= height
-                or not ((pi >= 0 and pi < n_pol) or (n_pol == 2 and pi >= -1 and pi <= 1))
-                or t[i] != t[i]  # NaN
-                or (i > 0 and t[i] < t[i - 1])):
-            return 1
-    return 0
-
-
 def _sensor(sensor_size) -> tuple[int, int, int]:
     try:
         w, h, p = (int(s) for s in sensor_size)
@@ -101,7 +107,10 @@ def _prepare(events: np.ndarray, sensor_size, check: bool = True) -> _Fields:
     one numba pass, and only on failure is ``validate_events`` called to name the problem.
     """
     w, h, n_pol = _sensor(sensor_size)
-    validate_events(events, None, check_sorted=False)  # structure only: cheap
+    # structure only, on an empty slice: validate_events' finiteness pass over a float t would
+    # cost a pass over the data; finite ends + the order check below imply a finite t
+    one_d = isinstance(events, np.ndarray) and events.ndim == 1
+    validate_events(events[:0] if one_d else events, None, check_sorted=False)
     names = events.dtype.names
     for f in ("x", "y", "p"):
         if f in names and events.dtype[f].kind not in "iub":
@@ -122,6 +131,10 @@ def _prepare(events: np.ndarray, sensor_size, check: bool = True) -> _Fields:
         t = t.astype(np.float64 if t.dtype.kind == "f" else np.int64)
     p = _native(events["p"])
     f = _Fields(x, y, t, p, w, h, n_pol)
+    if t.dtype.kind == "f" and len(t) and not (math.isfinite(t[0]) and math.isfinite(t[-1])):
+        # sorted with finite ends means finite throughout, so the O(1) test suffices once the
+        # order check has passed; a NaN or inf at an end would poison the window arithmetic
+        _raise_bad(events, f)
     if check:
         _check_range(events, f, 0, len(events))
     return f
@@ -136,6 +149,14 @@ def _check_range(events: np.ndarray, f: _Fields, lo: int, hi: int) -> None:
 
 
 def _raise_bad(events: np.ndarray, f: _Fields) -> None:
+    """Name the first problem of ``events`` (a slow full pass: called only once one is known)."""
+    if f.t.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(f.t))
+        if bad.size:
+            i = int(bad[0])
+            v = float(f.t[i])
+            what = "NaN" if math.isnan(v) else ("+inf" if v > 0 else "-inf")
+            raise EventError(f"events: t contains {what} at index {i}")
     validate_events(events, (f.width, f.height, f.n_pol))  # raises EventError naming the problem
     raise EventError("events: timestamps contain NaN")
 
@@ -184,60 +205,43 @@ def _check_mode(n_time_bins, time_window, event_count, overlap, start_time, end_
                 f"overlap must be an integer with 0 <= overlap < event_count, got {overlap!r}")
         if start_time is not None or end_time is not None:
             raise ValueError("start_time/end_time apply only to n_time_bins and time_window")
+    for name, v in (("time_window", time_window), ("overlap", overlap),
+                    ("start_time", start_time), ("end_time", end_time)):
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v!r}")
     if start_time is not None and end_time is not None and end_time < start_time:
         raise ValueError(f"end_time ({end_time}) < start_time ({start_time})")
     return mode
 
 
-def _span(t: np.ndarray, start_time, end_time):
-    start = start_time if start_time is not None else (t[0].item() if len(t) else 0)
-    end = end_time if end_time is not None else (t[-1].item() if len(t) else start)
-    if end_time is None and end < start:  # every event before start_time: nothing to cover
-        end = start
-    return start, end
+class _Plan(NamedTuple):
+    mode: str
+    n: int  # number of windows
+    start: float | int  # covered span [start, end] (unused for event_count)
+    end: float | int
+    exact: bool  # integer t and integer span: integer window arithmetic
+    width: float | int  # window length: time_window, or event_count events
+    stride: float | int  # distance between window starts (time_window / event_count)
 
 
-def _windows(t: np.ndarray, *, n_time_bins=None, time_window=None, event_count=None, overlap=0,
-             include_incomplete=True, start_time=None, end_time=None) -> _Windows:
+def _plan(t_first, t_last, n_ev: int, t_is_int: bool, *, n_time_bins=None, time_window=None,
+          event_count=None, overlap=0, include_incomplete=True, start_time=None,
+          end_time=None) -> _Plan:
+    """The windows' count and geometry from the first/last timestamp and the event count (O(1))."""
     mode = _check_mode(n_time_bins, time_window, event_count, overlap, start_time, end_time)
-    n_ev = len(t)
     if mode == "event_count":  # identical to tonic's SliceByEventCount
-        count = min(event_count, n_ev)
+        count = min(int(event_count), n_ev)
         stride = int(event_count - overlap)
         rest = n_ev - count
         n = (-(-rest // stride) if include_incomplete else rest // stride) + 1
-        starts = np.arange(n, dtype=np.int64) * stride  # [T]
-        ends = np.minimum(starts + count, n_ev)
-        return _Windows(starts, ends, None, None)
-
-    start, end = _span(t, start_time, end_time)
-    exact = t.dtype.kind in "iu" and _is_int(start) and _is_int(end)
+        return _Plan(mode, int(n), 0, 0, True, count, stride)
+    start = start_time if start_time is not None else (t_first if n_ev else 0)
+    end = end_time if end_time is not None else (t_last if n_ev else start)
+    if end_time is None and end < start:  # every event before start_time: nothing to cover
+        end = start
+    exact = t_is_int and _is_int(start) and _is_int(end)
     if mode == "n_time_bins":
-        n = int(n_time_bins)
-        lo = np.searchsorted(t, start, "left")
-        hi = np.searchsorted(t, end, "right")
-        if exact:
-            start, end = int(start), int(end)
-            span = end - start
-            # first time of bin i: ceil(i * D / n), so that bin(t) = floor((t - start) * n / D)
-            if n * span < 2**62:  # no int64 overflow in i * D
-                edges = start - (-np.arange(n + 1, dtype=np.int64) * span // n)  # [T+1]
-            else:
-                edges = np.array([start - (-i * span // n) for i in range(n + 1)], np.int64)
-        else:
-            span = float(end) - float(start)
-            edges = float(start) + np.arange(n + 1) * span / n  # [T+1] (i * D) / n: exact edges
-        starts = np.searchsorted(t, edges[:-1], "left").astype(np.int64)
-        ends = np.empty(n, np.int64)
-        ends[:-1] = starts[1:]
-        ends[-1] = hi
-        if span == 0:  # every event sits at t == start: bin 0
-            starts[:] = hi
-            ends[:] = hi
-            starts[0] = lo
-        t_edges = edges.astype(np.float64)
-        return _Windows(starts, ends, t_edges[:-1], t_edges[1:])
-
+        return _Plan(mode, int(n_time_bins), start, end, exact, 0, 0)
     # time_window: tonic's SliceByTime, with one more window where tonic's ceil() drops t == end
     stride = time_window - overlap
     span = end - start
@@ -249,10 +253,69 @@ def _windows(t: np.ndarray, *, n_time_bins=None, time_window=None, event_count=N
         n = 1 if span < time_window else q_floor + 2
     else:
         n = max(q_floor + 1, 1)
+    return _Plan(mode, int(n), start, end, exact, time_window, stride)
+
+
+def _search(t: np.ndarray, values: np.ndarray, side: str) -> np.ndarray:
+    """``np.searchsorted(t, values, side)`` as int64 without converting ``t``: numpy casts ``t``
+    to the common dtype (a full copy of the 10 M timestamps for float values on integer ``t``), so
+    float values on integer ``t`` become the equivalent integer thresholds instead."""
+    values = np.asarray(values)
+    if t.dtype.kind in "iu" and values.dtype.kind == "f":
+        # t >= v <=> t >= ceil(v) and t <= v <=> t <= floor(v) for integer t
+        v = np.ceil(values) if side == "left" else np.floor(values)
+        top = 2.0**63 - 1024  # largest float64 below 2**63
+        out = np.searchsorted(t, np.clip(v, -(2.0**63), top).astype(t.dtype), side)
+        out[v > top] = len(t)
+        out[v < -(2.0**63)] = 0
+        return out.astype(np.int64, copy=False)
+    return np.searchsorted(t, values.astype(t.dtype, copy=False), side).astype(np.int64, copy=False)
+
+
+def _plan_for(t: np.ndarray, **slicing) -> _Plan:
+    n_ev = len(t)
+    return _plan(t[0].item() if n_ev else 0, t[-1].item() if n_ev else 0, n_ev,
+                 t.dtype.kind in "iu", **slicing)
+
+
+def _windows(t: np.ndarray, plan: _Plan | None = None, **slicing) -> _Windows:
+    """Window index ranges over the sorted ``t`` (``plan`` from :func:`_plan`, else ``slicing``)."""
+    if plan is None:
+        plan = _plan_for(t, **slicing)
+    mode, n, start, end, exact, width, stride = plan
+    n_ev = len(t)
+    if mode == "event_count":
+        starts = np.arange(n, dtype=np.int64) * stride  # [T]
+        ends = np.minimum(starts + width, n_ev)
+        return _Windows(starts, ends, None, None)
+    if mode == "n_time_bins":
+        lo = int(_search(t, np.array([start]), "left")[0])
+        hi = int(_search(t, np.array([end]), "right")[0])
+        if exact:
+            start, end = int(start), int(end)
+            span = end - start
+            # first time of bin i: ceil(i * D / n), so that bin(t) = floor((t - start) * n / D)
+            if n * span < 2**62:  # no int64 overflow in i * D
+                edges = start - (-np.arange(n + 1, dtype=np.int64) * span // n)  # [T+1]
+            else:
+                edges = np.array([start - (-i * span // n) for i in range(n + 1)], np.int64)
+        else:
+            span = float(end) - float(start)
+            edges = float(start) + np.arange(n + 1) * span / n  # [T+1] (i * D) / n: exact edges
+        starts = _search(t, edges[:-1], "left")
+        ends = np.empty(n, np.int64)
+        ends[:-1] = starts[1:]
+        ends[-1] = hi
+        if span == 0:  # every event sits at t == start: bin 0
+            starts[:] = hi
+            ends[:] = hi
+            starts[0] = lo
+        t_edges = edges.astype(np.float64)
+        return _Windows(starts, ends, t_edges[:-1], t_edges[1:])
     w_start = np.arange(n) * stride + start  # [T] same arithmetic as tonic
-    w_end = w_start + time_window
-    starts = np.searchsorted(t, w_start, "left").astype(np.int64)
-    ends = np.searchsorted(t, w_end, "left").astype(np.int64)
+    w_end = w_start + width
+    starts = _search(t, w_start, "left")
+    ends = _search(t, w_end, "left")
     return _Windows(starts, ends, w_start.astype(np.float64), w_end.astype(np.float64))
 
 
@@ -281,40 +344,112 @@ def slice_indices(events: np.ndarray, *, n_time_bins: int | None = None,
 # --------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
-def _bin_windows(x, y, t, p, starts, ends, frames, bad):  # pragma: no cover - numba
-    """frames[i, c, y, x] += 1 for every event in window i, windows in parallel (disjoint frames).
+_PARALLEL_MIN_EVENTS = 200_000  # below this, thread hand-off costs more than the binning
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, size, pool)
 
-    Fused validation: ``bad[i]`` counts events of window i outside the sensor (those are skipped) or
-    earlier than their predecessor in the array.
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A process-local pool of ``n`` threads (a forked child, e.g. a DataLoader worker, inherits
+    the parent's pool object but not its threads, so the pool is keyed by pid)."""
+    global _POOL
+    if _POOL is None or _POOL[:2] != (os.getpid(), n):
+        if _POOL is not None and _POOL[0] == os.getpid():
+            _POOL[2].shutdown(wait=False)
+        _POOL = (os.getpid(), n, ThreadPoolExecutor(n, thread_name_prefix="spike-frames"))
+    return _POOL[2]
+
+
+def _n_threads(n_events: int, n_frames: int) -> int:
+    if n_events < _PARALLEL_MIN_EVENTS or n_frames < 2:
+        return 1
+    return max(1, min(numba.get_num_threads(), os.cpu_count() or 1, n_frames))
+
+
+def _bin(f: _Fields, starts: np.ndarray, ends: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Run the binning kernel over all windows; returns the per-window ``bad`` flags.
+
+    Parallel over windows (their frames are disjoint) on plain threads that pull chunks of
+    consecutive windows, balanced by event count, from a shared counter: on a busy machine a
+    descheduled thread then delays only its own chunk, not a static half of the work.
     """
-    _, n_pol, height, width = frames.shape
-    for i in prange(len(starts)):
-        f = frames[i]
-        b = 0
-        lo = starts[i]
-        prev = t[lo - 1] if lo > 0 else t[lo]
-        for k in range(lo, ends[i]):
-            xk = x[k]
-            yk = y[k]
-            c = p[k]
-            tk = t[k]
-            if not tk >= prev:  # also catches NaN
-                b += 1
-            prev = tk
-            if c == -1 and n_pol == 2:  # p = -1 is OFF for a 2-polarity sensor
-                c = 0
-            if xk < 0 or xk >= width or yk < 0 or yk >= height or c < 0 or c >= n_pol:
-                b += 1
-                continue
-            f[c, yk, xk] += 1
-        bad[i] = b
+    n_frames = len(starts)
+    bad = np.zeros(n_frames, np.bool_)
+    sizes = np.maximum(ends - starts, 0)  # [T] events per window (overlaps counted twice)
+    n_thr = _n_threads(int(sizes.sum()), n_frames)
+    if n_thr == 1:
+        _bin_windows(f.x, f.y, f.t, f.p, starts, ends, frames, bad, 0, n_frames)
+        return bad
+    load = np.cumsum(sizes + 64)  # + 64: an empty window still costs a little
+    n_chunks = min(n_frames, 4 * n_thr)
+    cuts = np.searchsorted(load, np.arange(1, n_chunks) * (load[-1] / n_chunks), "right")
+    bounds = np.unique(np.concatenate(([0], cuts, [n_frames])))
+    chunks = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    counter = itertools.count()  # next() is atomic under the GIL
+
+    def worker() -> None:
+        while (j := next(counter)) < len(chunks):
+            _bin_windows(f.x, f.y, f.t, f.p, starts, ends, frames, bad, *chunks[j])
+
+    futures = [_pool(n_thr - 1).submit(worker) for _ in range(n_thr - 1)]
+    worker()  # the calling thread works too
+    for fut in futures:
+        fut.result()
+    return bad
 
 
-# The same kernel without threads: for small streams the thread start-up costs more than the work
-# (measured: 32 events took ~35 us serial vs ~37 ms threaded on a loaded 2-core machine).
-_bin_windows_serial = njit(cache=True)(_bin_windows.py_func)
-_PARALLEL_MIN_EVENTS = 200_000
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"):
+        if n < 1024 or unit == "YiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def frame_nbytes(events, sensor_size: tuple[int, int, int], *, n_time_bins: int | None = None,
+                 time_window: float | None = None, event_count: int | None = None,
+                 overlap: float = 0, include_incomplete: bool = True,
+                 start_time: float | None = None, end_time: float | None = None,
+                 dtype: npt.DTypeLike = np.int32) -> int:
+    """Bytes of the array :func:`to_frame` would return, without reading the events (O(1)).
+
+    Args:
+        events: a structured event array, a sorted 1-D array of timestamps, or a tuple
+            ``(t_first, t_last)`` / ``(t_first, t_last, n_events)`` (``event_count`` needs
+            ``n_events``).
+        sensor_size: ``(W, H, P)``.
+        n_time_bins, time_window, event_count, overlap, include_incomplete, start_time, end_time,
+        dtype: as :func:`to_frame`.
+
+    Returns:
+        ``T * P * H * W * dtype.itemsize``.
+
+    Example:
+        >>> if frame_nbytes(events, (1280, 720, 2), time_window=1_000) > budget: ...
+    """
+    w, h, n_pol = _sensor(sensor_size)
+    if isinstance(events, tuple):
+        if len(events) not in (2, 3):
+            raise ValueError(f"expected (t_first, t_last[, n_events]), got {events!r}")
+        t_first, t_last = events[0], events[1]
+        n_ev = int(events[2]) if len(events) == 3 else None
+        if n_ev is None and event_count is not None:
+            raise ValueError("event_count needs the number of events: pass "
+                             "(t_first, t_last, n_events) or the events")
+        t_is_int = _is_int(t_first) and _is_int(t_last)
+        n_ev = 2 if n_ev is None else n_ev
+    else:
+        arr = np.asarray(events)
+        t = arr["t"] if arr.dtype.names else arr.reshape(-1)
+        n_ev = len(t)
+        t_first, t_last = (t[0].item(), t[-1].item()) if n_ev else (0, 0)
+        t_is_int = t.dtype.kind in "iu"
+    for v in (t_first, t_last):
+        if not math.isfinite(v):
+            raise ValueError(f"timestamps must be finite, got {v!r}")
+    plan = _plan(t_first, t_last, n_ev, t_is_int, n_time_bins=n_time_bins,
+                 time_window=time_window, event_count=event_count, overlap=overlap,
+                 include_incomplete=include_incomplete, start_time=start_time, end_time=end_time)
+    return plan.n * n_pol * h * w * np.dtype(dtype).itemsize
 
 
 def _exact_max(dtype: np.dtype) -> int:
@@ -328,7 +463,7 @@ def to_frame(events: np.ndarray, sensor_size: tuple[int, int, int], *,
              n_time_bins: int | None = None, time_window: float | None = None,
              event_count: int | None = None, overlap: float = 0, include_incomplete: bool = True,
              start_time: float | None = None, end_time: float | None = None,
-             dtype: npt.DTypeLike = np.int32) -> np.ndarray:
+             dtype: npt.DTypeLike = np.int32, max_bytes: int | None = None) -> np.ndarray:
     """Count events per window, polarity and pixel.
 
     .. math::
@@ -347,13 +482,17 @@ def to_frame(events: np.ndarray, sensor_size: tuple[int, int, int], *,
         end_time: end of the covered span (default: last event time).
         dtype: output dtype; if a window could hold more events than ``dtype`` can count exactly,
             counting happens in ``int64`` and ``OverflowError`` is raised should a count not fit.
+        max_bytes: refuse (``ValueError``, before allocating) when the output plus any ``int64``
+            accumulator would exceed this many bytes; default :data:`MAX_FRAME_BYTES` (4 GiB,
+            module attribute, assignable). :func:`frame_nbytes` gives the size beforehand.
 
     Returns:
         Frames of shape ``[T, P, H, W]``.
 
     Raises:
-        EventError: malformed events (wrong dtype, outside the sensor, unsorted ``t``).
-        ValueError: inconsistent slicing arguments.
+        EventError: malformed events (wrong dtype, outside the sensor, unsorted ``t``, NaN or inf
+            in a float ``t``), naming the array and the problem.
+        ValueError: inconsistent slicing arguments, or frames larger than ``max_bytes``.
 
     Example:
         >>> frames = to_frame(events, (128, 128, 2), n_time_bins=10)  # [10, 2, 128, 128] int32
@@ -361,33 +500,44 @@ def to_frame(events: np.ndarray, sensor_size: tuple[int, int, int], *,
     out_dtype = np.dtype(dtype)
     if out_dtype.kind not in "iuf":
         raise ValueError(f"dtype must be an integer or float dtype, got {out_dtype}")
-    f = _prepare(events, sensor_size, check=False)
-    win = _windows(f.t, n_time_bins=n_time_bins, time_window=time_window, event_count=event_count,
-                   overlap=overlap, include_incomplete=include_incomplete, start_time=start_time,
-                   end_time=end_time)
+    limit = MAX_FRAME_BYTES if max_bytes is None else max_bytes
+    f = _prepare(events, sensor_size, check=False)  # O(1) unless fields need a copy
+    n_ev = len(f.t)
+    plan = _plan_for(f.t, n_time_bins=n_time_bins, time_window=time_window,
+                     event_count=event_count, overlap=overlap,
+                     include_incomplete=include_incomplete, start_time=start_time,
+                     end_time=end_time)
+    frame_elems = f.n_pol * f.height * f.width
+    out_bytes = plan.n * frame_elems * out_dtype.itemsize
+    if out_bytes > limit:
+        _check_range(events, f, 0, n_ev)  # a huge span may come from bad events: name them first
+        _refuse(out_bytes, limit, plan.n, f, out_dtype)
+    if plan.n > 2 * n_ev + 1024:  # a span far beyond the events (unsorted t?): validate first
+        _check_range(events, f, 0, n_ev)
+    win = _windows(f.t, plan)
     n_frames = len(win.starts)
-    if n_frames > 2 * len(events) + 1024:  # huge span (unsorted t?): validate before allocating
-        _check_range(events, f, 0, len(events))
     largest = int((win.ends - win.starts).max()) if n_frames else 0  # bound on any pixel's count
     acc_dtype = out_dtype if largest <= _exact_max(out_dtype) else np.dtype(np.int64)
+    if acc_dtype != out_dtype and out_bytes + n_frames * frame_elems * 8 > limit:
+        _check_range(events, f, 0, n_ev)
+        _refuse(out_bytes + n_frames * frame_elems * 8, limit, n_frames, f, out_dtype,
+                " (with the int64 accumulator that a too-narrow dtype needs)")
     frames = np.zeros((n_frames, f.n_pol, f.height, f.width), acc_dtype)  # [T, P, H, W]
+    s, e = win.starts, win.ends
     if largest:
-        bad = np.zeros(n_frames, np.int64)
-        kernel = _bin_windows if len(f.t) >= _PARALLEL_MIN_EVENTS else _bin_windows_serial
-        kernel(f.x, f.y, f.t, f.p, win.starts, win.ends, frames, bad)
-        # the kernel validated the events inside the windows; if the windows chain into one index
-        # range [starts[0], max(ends)), only the events outside it remain to be checked
-        s, e = win.starts, win.ends
-        chained = bool(np.all(e >= s) and np.all(s[1:] >= s[:-1]) and np.all(s[1:] <= e[:-1]))
+        bad = _bin(f, s, e, frames)
         if bad.any():
             _raise_bad(events, f)
+        # the kernel validated the events inside the windows; if the windows chain into one index
+        # range [starts[0], max(ends)), only the events outside it remain to be checked
+        chained = bool(np.all(e >= s) and np.all(s[1:] >= s[:-1]) and np.all(s[1:] <= e[:-1]))
         if chained:
             _check_range(events, f, 0, int(s[0]))
-            _check_range(events, f, int(e.max()), len(events))
+            _check_range(events, f, int(e.max()), n_ev)
         else:
-            _check_range(events, f, 0, len(events))
+            _check_range(events, f, 0, n_ev)
     else:
-        _check_range(events, f, 0, len(events))
+        _check_range(events, f, 0, n_ev)
     if acc_dtype != out_dtype:
         top = int(frames.max())
         if top > _exact_max(out_dtype):
@@ -395,3 +545,11 @@ def to_frame(events: np.ndarray, sensor_size: tuple[int, int, int], *,
                                 "hold exactly; use a wider dtype (e.g. int32 or int64)")
         frames = frames.astype(out_dtype)
     return frames
+
+
+def _refuse(nbytes: int, limit: int, n_frames: int, f: _Fields, dtype: np.dtype,
+            extra: str = "") -> None:
+    raise ValueError(
+        f"to_frame: {n_frames} frames of {f.n_pol}x{f.height}x{f.width} {dtype} need "
+        f"{_human(nbytes)}{extra}, more than max_bytes={_human(limit)}; check the slicing "
+        "arguments, or raise the limit with max_bytes=... (or spike.events.frames.MAX_FRAME_BYTES)")

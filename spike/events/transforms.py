@@ -33,12 +33,14 @@ class ToFrame:
     start_time: float | None = None
     end_time: float | None = None
     dtype: npt.DTypeLike = np.int32
+    max_bytes: int | None = None  # None: spike.events.frames.MAX_FRAME_BYTES at call time
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
+        kw = {} if self.max_bytes is None else {"max_bytes": self.max_bytes}
         return to_frame(events, self.sensor_size, n_time_bins=self.n_time_bins,
                         time_window=self.time_window, event_count=self.event_count,
                         overlap=self.overlap, include_incomplete=self.include_incomplete,
-                        start_time=self.start_time, end_time=self.end_time, dtype=self.dtype)
+                        start_time=self.start_time, end_time=self.end_time, dtype=self.dtype, **kw)
 
 
 @dataclass(frozen=True)
