@@ -211,8 +211,8 @@ class Trainer:
         if patience and select == "last":
             raise ValueError("early stopping (patience > 0) needs a validation metric to select on")
         self.select, self.patience, self.test_each_epoch = select, patience, test_each_epoch
-        self.selection: dict[str, Any] = {"metric": select, "best": None, "best_epoch": None, "bad_epochs": 0,
-                                          "stopped_early_at": None}
+        self.selection: dict[str, Any] = {"metric": select, "best": None, "best_loss": None, "best_epoch": None,
+                                          "bad_epochs": 0, "stopped_early_at": None}
         self._best_state: dict | None = None
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
@@ -337,9 +337,14 @@ class Trainer:
             return False
         value = float(metrics[self.select])
         best = sel["best"]
-        better = best is None or (value > best if self.select == "val_accuracy" else value < best)
+        if self.select == "val_accuracy":  # ties (common on small validation sets) go to the lower val_loss
+            loss = float(metrics.get("val_loss", math.inf))
+            better = best is None or value > best or (value == best and loss < sel.get("best_loss", math.inf))
+        else:
+            loss = value
+            better = best is None or value < best
         if better:
-            sel.update(best=value, best_epoch=epoch, bad_epochs=0)
+            sel.update(best=value, best_loss=loss, best_epoch=epoch, bad_epochs=0)
             model = self.model.module if hasattr(self.model, "module") else self.model
             self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:

@@ -72,7 +72,8 @@ def test_selects_on_validation_and_evaluates_test_once(tiny, tmp_path, capsys, m
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert len(rows) == 4 and "val_accuracy" in rows[0] and "test_accuracy" not in rows[0]
     val = [float(r["val_accuracy"]) for r in rows]
-    best = max(range(4), key=lambda i: (val[i], -i)) + 1  # first epoch with the highest validation accuracy
+    vloss = [float(r["val_loss"]) for r in rows]
+    best = max(range(4), key=lambda i: (val[i], -vloss[i], -i)) + 1  # best accuracy, ties: lowest loss
     assert m["selected_by"] == "val_accuracy" and m["selected_epoch"] == best
     assert m["best_val_accuracy"] == pytest.approx(val[best - 1])
     assert m["split"]["train"] == 36 and m["split"]["val"] == 12 and m["split"]["test"] == 12
