@@ -47,7 +47,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--fps", type=float, default=None, help="frame rate of image folders and .npy input (30)")
     p.add_argument("--chunk", type=int, default=64, help="frames simulated at a time")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cochlea", action="store_true", help="INPUT is audio: simulate a cochlea (SHD-like)")
+    p.add_argument("--cochlea", action="store_true",
+                   help="INPUT is audio (a file, or a folder of class folders): simulate a cochlea, write SHD HDF5")
+    p.add_argument("--labels", default=None, metavar="CSV",
+                   help="with --cochlea: 'file,label' rows (default: the class folders' sorted names)")
 
 
 def _cochlea(args) -> dict:
@@ -56,11 +59,46 @@ def _cochlea(args) -> dict:
     except ImportError as e:
         raise ValueError(f"{args.input}: --cochlea needs spike.sim.cochlea, which is not available "
                          f"in this installation ({e})") from None
-    src = Path(args.input)
+    src, out = Path(args.input), Path(args.out)
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise ValueError(f"{out}: --cochlea writes the SHD layout (HDF5): the output must end in .h5 or .hdf5")
     if not src.exists():
         raise ValueError(f"{src}: no such file or folder")
-    inputs = sorted(f for f in src.iterdir() if f.is_file()) if src.is_dir() else [src]
-    return audio_to_shd(inputs, Path(args.out), seed=args.seed)
+    if src.is_dir():  # a data set: audio files in class folders (or one folder), labels from a CSV or the folders
+        inputs = sorted(f for f in src.rglob("*") if f.is_file() and f.suffix.lower() in _AUDIO_EXTENSIONS)
+        if not inputs:
+            raise ValueError(f"{src}: no audio files ({', '.join(_AUDIO_EXTENSIONS)}) in this folder")
+    else:
+        inputs = [src]
+    labels = _read_labels(Path(args.labels)) if args.labels else None
+    return audio_to_shd(inputs, out, labels=labels, seed=args.seed)
+
+
+_AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+def _read_labels(path: Path) -> dict[str, int]:
+    """``file,label`` rows (a header row is allowed) -> ``{file: label}``."""
+    import csv
+
+    if not path.is_file():
+        raise ValueError(f"{path}: no such labels file")
+    out: dict[str, int] = {}
+    with open(path, newline="") as f:
+        for i, row in enumerate(csv.reader(f)):
+            if not row or row[0].startswith("#"):
+                continue
+            if len(row) < 2:
+                raise ValueError(f"{path}:{i + 1}: expected 'file,label', got {row!r}")
+            try:
+                out[row[0].strip()] = int(row[1])
+            except ValueError:
+                if i == 0:
+                    continue  # a header row
+                raise ValueError(f"{path}:{i + 1}: the label must be an integer, got {row[1]!r}") from None
+    if not out:
+        raise ValueError(f"{path}: no 'file,label' rows")
+    return out
 
 
 def cmd_simulate(args) -> dict:

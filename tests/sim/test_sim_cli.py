@@ -106,3 +106,40 @@ def test_cochlea_calls_audio_to_shd(tmp_path, monkeypatch):
     assert cmd_simulate(parse(tmp_path / "a.wav", tmp_path / "o.h5", "--cochlea",
                               "--seed", "3")) == {"files": 1}
     assert calls["inputs"] == [tmp_path / "a.wav"] and calls["seed"] == 3
+
+
+def _tones(root, classes=(("low", 300.0), ("high", 2000.0)), n=2, fs=44100):
+    import soundfile as sf
+
+    for name, f in classes:
+        (root / name).mkdir(parents=True)
+        t = np.arange(int(0.15 * fs)) / fs
+        for k in range(n):
+            sf.write(str(root / name / f"{k}.wav"), 0.3 * np.sin(2 * np.pi * f * t), fs)
+
+
+def test_cochlea_folder_becomes_one_shd_file_labelled_by_class_folders(tmp_path):
+    import h5py
+
+    _tones(tmp_path / "audio")
+    out = tmp_path / "set.h5"
+    r = cmd_simulate(parse(tmp_path / "audio", out, "--cochlea"))
+    assert r["files"] == 4 and r["events"] > 0 and out.is_file()
+    with h5py.File(out) as f:
+        keys = [k.decode() if isinstance(k, bytes) else k for k in f["extra/keys"][:]]
+        assert keys == ["high", "low"] and f["labels"][:].tolist() == [0, 0, 1, 1]
+        assert len(f["spikes/times"]) == 4
+    # labels from a CSV instead of the folder names
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,label\n0.wav,5\n1.wav,6\n")
+    r2 = cmd_simulate(parse(tmp_path / "audio", tmp_path / "csv.h5", "--cochlea", "--labels", str(csv)))
+    with h5py.File(tmp_path / "csv.h5") as f:
+        assert sorted(set(f["labels"][:].tolist())) == [5, 6] and r2["files"] == 4
+
+
+@pytest.mark.parametrize("out,match", [("x.npz", "must end in .h5"), ("x.h5", "no audio files")])
+def test_cochlea_bad_output_or_empty_folder_is_one_error(tmp_path, out, match):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=match):
+        cmd_simulate(parse(tmp_path / "empty", tmp_path / out, "--cochlea"))
+    assert not (tmp_path / out).exists()
