@@ -27,7 +27,6 @@ order samples are read, nor on ``num_workers``, and a resumed run replays every 
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from spike.core.augment_spec import AUGMENT_SPECS, augment_problem, parse_augment_item  # noqa: F401
 from spike.events.augment import area_box, shift_limits
 
 __all__ = ["flip_x", "flip_y", "flip_polarity", "translate", "drop_box", "drop_bins", "random_flip_x",
@@ -172,32 +172,12 @@ def random_drop_time(x: Tensor, rng: np.random.Generator, ratio: float = 0.1) ->
 # --------------------------------------------------------------------------------------------------
 
 
-def _probability(v: float) -> str | None:
-    return None if 0.0 <= v <= 1.0 else "must be a probability in [0, 1]"
-
-
-def _fraction(v: float) -> str | None:
-    return None if 0.0 <= v < 1.0 else "must be a fraction in [0, 1)"
-
-
-def _pixels(v: float) -> str | None:
-    return None if v >= 0 and float(v).is_integer() else "must be a whole number of pixels >= 0"
-
-
-#: ``name: (function, default value, check of the value, what the value is)``
+#: ``name: (function, default value, check of the value, what the value is)`` (the syntax and checks:
+#: :mod:`spike.core.augment_spec`)
 AUGMENTATIONS: dict[str, tuple[Callable, float, Callable[[float], str | None], str]] = {
-    "flip_x": (random_flip_x, 0.5, _probability, "probability"),
-    "flip_y": (random_flip_y, 0.5, _probability, "probability"),
-    "polarity_flip": (random_polarity_flip, 0.5, _probability, "probability"),
-    "translate": (random_translate, 2, _pixels, "largest shift in pixels"),
-    "drop_area": (random_drop_area, 0.1, _fraction, "fraction of the sensor area"),
-    "drop_time": (random_drop_time, 0.1, _fraction, "fraction of the time bins"),
-}
-
-_LIBRARY_ONLY = {"cutmix": "cutmix mixes labels, which the losses (hard labels) cannot take; it is the library "
-                           "function spike.data.augment.cutmix, not a [data] augment name",
-                 "eventmix": "eventmix (label mixing) is spike.data.augment.cutmix(label_mix='events'), "
-                             "not a [data] augment name"}
+    name: (fn, *AUGMENT_SPECS[name]) for name, fn in (
+        ("flip_x", random_flip_x), ("flip_y", random_flip_y), ("polarity_flip", random_polarity_flip),
+        ("translate", random_translate), ("drop_area", random_drop_area), ("drop_time", random_drop_time))}
 
 
 @dataclass(frozen=True)
@@ -214,36 +194,7 @@ class Augment:
 
 def _parse_one(item) -> Augment:
     """``"translate:4"`` -> ``Augment("translate", 4.0)``; raises ValueError naming the problem."""
-    if not isinstance(item, str):
-        raise ValueError('must be an augmentation name such as "flip_x" or "translate:4"')
-    name, sep, raw = item.strip().partition(":")
-    name = name.strip()
-    if name in _LIBRARY_ONLY:
-        raise ValueError(_LIBRARY_ONLY[name])
-    if name not in AUGMENTATIONS:
-        hint = difflib.get_close_matches(name, list(AUGMENTATIONS), n=1)
-        raise ValueError(f"unknown augmentation {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                         + f"; known: {', '.join(sorted(AUGMENTATIONS))}")
-    _, default, check, what = AUGMENTATIONS[name]
-    if not sep:
-        return Augment(name, float(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}: the value after ':' must be a number ({what}), got {raw.strip()!r}") from None
-    problem = check(value) if np.isfinite(value) else "must be finite"
-    if problem:
-        raise ValueError(f"{name}:{raw.strip()}: the {what} {problem}")
-    return Augment(name, value)
-
-
-def augment_problem(item) -> str | None:
-    """What is wrong with one ``[data] augment`` entry, or None (used by :mod:`spike.core.config`)."""
-    try:
-        _parse_one(item)
-    except ValueError as e:
-        return str(e)
-    return None
+    return Augment(*parse_augment_item(item))
 
 
 def parse_augment(spec: Sequence[str | Augment]) -> list[Augment]:
