@@ -405,7 +405,7 @@ def _human(n: float) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def frame_nbytes(events, sensor_size: tuple[int, int, int], *, n_time_bins: int | None = None,
+def frame_nbytes(events: np.ndarray | tuple, sensor_size: tuple[int, int, int], *, n_time_bins: int | None = None,
                  time_window: float | None = None, event_count: int | None = None,
                  overlap: float = 0, include_incomplete: bool = True,
                  start_time: float | None = None, end_time: float | None = None,
@@ -417,8 +417,8 @@ def frame_nbytes(events, sensor_size: tuple[int, int, int], *, n_time_bins: int 
             ``(t_first, t_last)`` / ``(t_first, t_last, n_events)`` (``event_count`` needs
             ``n_events``).
         sensor_size: ``(W, H, P)``.
-        n_time_bins, time_window, event_count, overlap, include_incomplete, start_time, end_time,
-        dtype: as :func:`to_frame`.
+        n_time_bins: as :func:`to_frame` (likewise ``time_window``, ``event_count``, ``overlap``,
+            ``include_incomplete``, ``start_time``, ``end_time`` and ``dtype``).
 
     Returns:
         ``T * P * H * W * dtype.itemsize``.

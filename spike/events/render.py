@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,7 +164,7 @@ def _levels(on: np.ndarray, off: np.ndarray, saturation: float | None) -> np.nda
     return lv_on * np.uint8(_LEVELS + 1) + lv_off
 
 
-def render_window(events: np.ndarray, sensor_size, *, saturation: float | None = None,
+def render_window(events: np.ndarray, sensor_size: tuple[int, int, int], *, saturation: float | None = None,
                   pool: int = 1) -> np.ndarray:
     """The events of one window as an image: ON amber, OFF blue, both mixed, black background.
 
@@ -224,7 +225,7 @@ def _check_image_path(path) -> Path:
 
 
 # -- frame grid ------------------------------------------------------------------------------------
-def plot_frame_grid(events: np.ndarray, sensor_size, path, *, n_frames: int = 8,
+def plot_frame_grid(events: np.ndarray, sensor_size: tuple[int, int, int], path: str | os.PathLike, *, n_frames: int = 8,
                     window_ms: float | None = None, cols: int | None = None, denoise_us: float | None = None,
                     saturation: float | None = None, panel_px: int = 320, title: str | None = None) -> Path:
     """Grid of ``n_frames`` accumulated windows, each titled with its time range in ms.
@@ -298,7 +299,7 @@ def _auto_scale(w: int, h: int) -> int:
     return max(1, math.ceil(256 / max(w, h)))
 
 
-def animate(events: np.ndarray, sensor_size, path, *, window_ms: float | None = None,
+def animate(events: np.ndarray, sensor_size: tuple[int, int, int], path: str | os.PathLike, *, window_ms: float | None = None,
             fps: float | None = None, scale: int | None = None, pool: int | None = None,
             denoise_us: float | None = None, saturation: float | None = None,
             crf: float = 17.0) -> Animation:
@@ -452,7 +453,8 @@ def event_rate(events: np.ndarray, bin_ms: float = 10.0) -> tuple[np.ndarray, np
     return np.arange(n + 1) * width / 1e6, rates[0], rates[1]
 
 
-def plot_event_rate(events: np.ndarray, path, *, bin_ms: float = 10.0, sensor_size=None,
+def plot_event_rate(events: np.ndarray, path: str | os.PathLike, *, bin_ms: float = 10.0,
+                    sensor_size: tuple[int, int, int] | None = None,
                     denoise_us: float | None = None, title: str | None = None) -> Path:
     """ON and OFF event rate (events/s) over time (s from the first event).
 
@@ -505,7 +507,8 @@ def plot_event_rate(events: np.ndarray, path, *, bin_ms: float = 10.0, sensor_si
 
 
 # -- raster ----------------------------------------------------------------------------------------
-def plot_raster(events: np.ndarray, path, *, sensor_size=None, time_unit: str = "ms",
+def plot_raster(events: np.ndarray, path: str | os.PathLike, *, sensor_size: tuple[int, int, int] | None = None,
+                time_unit: str = "ms",
                 title: str | None = None, marker_size: float = 2.0) -> Path:
     """Spike raster of a 1-D sensor: channel (``x``) against time.
 

@@ -275,7 +275,7 @@ class VideoSimulator:
             parts.append(ev)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=EVENT_DTYPE)
 
-    def feed(self, frames, timestamps, *, unit: str = "us") -> np.ndarray:
+    def feed(self, frames: np.ndarray, timestamps: np.ndarray, *, unit: str = "us") -> np.ndarray:
         """Simulate the next frames; returns the events since the previous frame, time-sorted.
 
         Args:
@@ -362,7 +362,7 @@ class VideoSimulator:
         return ev
 
 
-def simulate_video(frames, timestamps, config: DVSConfig | None = None, *,
+def simulate_video(frames: np.ndarray, timestamps: np.ndarray, config: DVSConfig | None = None, *,
                    seed: int | np.random.Generator = 0, unit: str = "us",
                    upsample: float = 0.25, chunk_frames: int | None = None) -> np.ndarray:
     """Events of a whole video with :class:`VideoSimulator` (optionally fed in chunks).

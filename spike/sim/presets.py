@@ -52,7 +52,7 @@ def sensor_resolution(name: str) -> tuple[int, int]:
     return SENSOR_PRESETS[name]
 
 
-def noise_config(name: str = "clean", **overrides) -> DVSConfig:
+def noise_config(name: str = "clean", **overrides: float | None) -> DVSConfig:
     """The :class:`~spike.sim.esim.DVSConfig` of a noise preset, with fields overridden.
 
     Args:

@@ -36,7 +36,7 @@ class VideoError(SimulationError):
     """A video, image folder or frame array that cannot be read (message names the file)."""
 
 
-def luminance(frames, name: str = "frames") -> np.ndarray:
+def luminance(frames: np.ndarray, name: str = "frames") -> np.ndarray:
     """Grey intensities in 0-255 units (float64 ``[N, H, W]``) of grey or RGB frames.
 
     Args:
@@ -276,7 +276,7 @@ def _open_av(path: Path) -> VideoSource:
     return VideoSource(path, "video", f"pyav {av.__version__}", width, height, n, frames, fps)
 
 
-def open_video(path, *, fps: float | None = None) -> VideoSource:
+def open_video(path: str | Path, *, fps: float | None = None) -> VideoSource:
     """Open a video file, an image folder or a ``.npy`` frame array.
 
     Args:
