@@ -169,8 +169,12 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
 def split_validation(bundle: DataBundle, fraction: float, seed: int = 0) -> tuple[DataBundle, Dataset | None]:
     """Hold out a seeded ``fraction`` of the training set: ``(bundle with the rest as train, held-out set)``.
 
-    The split is a permutation drawn from ``np.random.default_rng(seed)``, so training (``[data] val_fraction``)
-    and later evaluation (anytime calibration) get the same samples. ``fraction == 0`` returns
+    The split is per class when the training set has ``labels`` (:func:`spike.data.datasets.stratified_split`,
+    each class's indices permuted by ``np.random.default_rng(seed)``), else one seeded permutation, so
+    training (``[data] val_fraction``) and later evaluation (anytime calibration) get the same samples.
+
+    Raises:
+        ConfigError: a fraction outside ``[0, 1)``, or one that leaves a class (or a part) empty. ``fraction == 0`` returns
     ``(bundle, None)`` unchanged.
     """
     from dataclasses import replace
@@ -184,11 +188,24 @@ def split_validation(bundle: DataBundle, fraction: float, seed: int = 0) -> tupl
     if fraction == 0.0:
         return bundle, None
     n = len(bundle.train)
-    n_val = int(round(fraction * n))
-    if not 0 < n_val < n:
-        raise ConfigError(f"[data] val_fraction={fraction} of {n} training samples leaves an empty split")
-    perm = np.random.default_rng(seed).permutation(n)
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    labels = getattr(bundle.train, "labels", None)
+    if labels is not None:  # per class: every class keeps its share in both parts
+        from spike.data.datasets import stratified_split
+
+        labels = np.asarray(labels)
+        parts = stratified_split(labels, {"train": 1.0 - fraction, "val": fraction}, seed)
+        train_idx, val_idx = parts["train"], parts["val"]
+        for c in np.unique(labels):
+            n_c, v_c = int((labels == c).sum()), int((labels[val_idx] == c).sum())
+            if not 0 < v_c < n_c:
+                raise ConfigError(f"[data] val_fraction={fraction} leaves class {int(c)} ({n_c} training samples) "
+                                  f"with {v_c} validation and {n_c - v_c} training samples; every class needs both")
+    else:
+        n_val = int(round(fraction * n))
+        if not 0 < n_val < n:
+            raise ConfigError(f"[data] val_fraction={fraction} of {n} training samples leaves an empty split")
+        perm = np.random.default_rng(seed).permutation(n)
+        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     val = Subset(bundle.train, val_idx.tolist())
     return replace(bundle, train=Subset(bundle.train, train_idx.tolist()), val=val), val
 

@@ -145,6 +145,7 @@ def test_select_by_val_loss_and_report_max_test(tiny, tmp_path, capsys):
     (('train.select="last"', "train.patience=1"), "patience = 1 needs select"),
     (('train.select="best"',), "select.*must be one of"),
     (("data.val_fraction=0.99",), "val_fraction=0.99"),
+    (("data.val_fraction=0.01",), r"val_fraction=0.01 leaves class 0 \(16 training samples\) with 0 validation"),
 ])
 def test_selection_config_errors_are_one_line(tiny, tmp_path, capsys, sets, match):
     rc, out, cap = _run(tmp_path, capsys, *sets)
@@ -172,3 +173,19 @@ def test_seeds_report_mean_and_std_of_selected_models(tiny, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text()) == s
     rc, _, cap = _run(tmp_path, capsys, "run.seeds=[1, 1]")
     assert rc == 2 and "must not repeat a seed" in cap.err
+
+
+def test_validation_split_is_per_class_and_seeded(register_tiny):
+    import numpy as np
+
+    from spike.core.config import DataConfig
+    from spike.data.builders import build_data, split_validation
+
+    register_tiny(side=4, n_train=48, n_test=12)
+    data = build_data(DataConfig(name="tiny", n_time_bins=2))
+    a, val_a = split_validation(data, 0.25, seed=0)
+    _, val_b = split_validation(data, 0.25, seed=1)
+    labels = data.train.labels.numpy()
+    assert np.bincount(labels[val_a.indices]).tolist() == [4, 4, 4]  # every class keeps its share
+    assert sorted(val_a.indices + a.train.indices) == list(range(48))  # a partition of the training set
+    assert val_a.indices != val_b.indices
