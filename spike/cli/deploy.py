@@ -2,6 +2,8 @@
 
 * ``spike export CHECKPOINT OUT.npz``: the event-driven network of a checkpoint as an ``.npz``
   (:func:`spike.inference.export.save_event_network`) with the binning the model was trained on.
+  ``spike export CHECKPOINT OUT.nir``: the model as a NIR graph (:func:`spike.nir.to_nir`, at the
+  config's ``[model] dt``; ``spike import`` reads it back).
 * ``spike stream CHECKPOINT_OR_NPZ RECORDING [--anytime CUTOFF.json] [--window-ms W] [--realtime]``:
   every file :func:`spike.io.read_events` reads (a directory: each recording in it, run as one batch
   in parallel over samples unless windows or ``--realtime`` ask for streaming), binned exactly as the
@@ -45,9 +47,9 @@ def _recordings(path: Path) -> list[Path]:
 # -- CLI ----------------------------------------------------------------------------------------------
 def add_parsers(sub) -> None:
     """Register ``export`` and ``stream`` on the ``spike`` sub-parsers."""
-    p = sub.add_parser("export", help="write a checkpoint's event-driven network as an .npz")
+    p = sub.add_parser("export", help="write a checkpoint's event-driven network as an .npz, or the model as .nir")
     p.add_argument("checkpoint")
-    p.add_argument("out", metavar="OUT.npz")
+    p.add_argument("out", metavar="OUT.npz|OUT.nir")
     p = sub.add_parser("stream", help="event-driven inference on recordings (a file or a directory)")
     p.add_argument("model", metavar="CHECKPOINT_OR_NPZ")
     p.add_argument("recording")
@@ -65,13 +67,40 @@ def cmd_export(args) -> dict:
     from spike.inference.export import save_event_network
 
     out = Path(args.out)
+    if out.suffix == ".nir":
+        return _export_nir(args.checkpoint, out)
     if out.suffix != ".npz":
-        raise ValueError(f"{out}: the output must end in .npz")
+        raise ValueError(f"{out}: the output must end in .npz (event network) or .nir (NIR graph)")
     net, meta = export_checkpoint(args.checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_event_network(out, net, meta)
     return {"npz": str(out), "layers": [f"{type(layer).__name__} {layer.name}" for layer in net.layers],
             "binning": meta["binning"], "fingerprint": meta["fingerprint"]}
+
+
+def _export_nir(checkpoint, out: Path) -> dict:
+    """``spike export CHECKPOINT OUT.nir``: the checkpoint's model as a NIR graph, written atomically."""
+    import os
+
+    import nir
+
+    from spike.inference.deploy import load_checkpoint_model
+    from spike.nir import to_nir
+
+    p = Path(checkpoint)
+    p = p / "last.pt" if p.is_dir() else p
+    model, cfg, dmeta, fp = load_checkpoint_model(p)
+    graph = to_nir(model, float(cfg.model.dt), input_shape=tuple(dmeta["input_shape"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        nir.write(str(tmp), graph)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {"nir": str(out), "dt": float(cfg.model.dt), "nodes": list(graph.nodes), "fingerprint": fp,
+            "input_shape": list(dmeta["input_shape"]), "n_classes": int(dmeta["n_classes"])}
 
 
 def cmd_stream(args) -> dict:

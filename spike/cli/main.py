@@ -5,6 +5,7 @@
 * ``spike energy CONFIG_OR_CHECKPOINT [--profile P] [--memory] [--anytime EPSILON]``
 * ``spike export CHECKPOINT OUT.npz`` / ``spike stream CHECKPOINT_OR_NPZ RECORDING [--anytime CUTOFF.json]``
   (:mod:`spike.cli.deploy`)
+* ``spike export CHECKPOINT OUT.nir`` / ``spike import MODEL.nir OUT.pt --config CONFIG.toml`` (:mod:`spike.cli.nir`)
 * ``spike events info|convert|render|bin ...`` (:mod:`spike.cli.events`)
 * ``spike simulate VIDEO_OR_AUDIO OUT [--preset P] [--noise N] [--cochlea]`` (:mod:`spike.cli.simulate`)
 * ``spike info``
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     from spike.cli import deploy
 
     deploy.add_parsers(sub)
+    from spike.cli import nir as nir_cli
+
+    nir_cli.add_parsers(sub)
     from spike.cli import events as events_cli
 
     events_cli.add_parsers(sub)
@@ -227,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             result = cmd_energy(args)
         elif args.command in ("export", "stream"):
             result = deploy.cmd_export(args) if args.command == "export" else deploy.cmd_stream(args)
+        elif args.command == "import":
+            result = nir_cli.cmd_import(args)
         elif args.command == "events":
             result = events_cli.cmd_events(args)
         elif args.command == "simulate":

@@ -37,7 +37,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Binning", "binning_of", "bin_recording", "export_checkpoint", "load_deployable", "stream_recording",
+__all__ = ["Binning", "binning_of", "bin_recording", "export_checkpoint", "load_checkpoint_model", "load_deployable",
+           "stream_recording",
            "run_recordings", "window_bins_for"]
 
 
@@ -147,7 +148,7 @@ def bin_recording(events: np.ndarray, sensor_size: tuple[int, int, int], binning
 
 
 # -- model loading ------------------------------------------------------------------------------------
-def _load_checkpoint_model(path: Path):
+def load_checkpoint_model(path: Path):
     """``(model, cfg, data_meta, fingerprint)`` from a checkpoint (no data set needed)."""
     from spike.train.recipe import build_model_for, stored_config
     from spike.train.trainer import CheckpointError, load_checkpoint, load_model_state
@@ -172,7 +173,7 @@ def export_checkpoint(path: str | Path):
     p = Path(path)
     if p.is_dir():
         p = p / "last.pt"
-    model, cfg, dmeta, fp = _load_checkpoint_model(p)
+    model, cfg, dmeta, fp = load_checkpoint_model(p)
     binning = binning_of(cfg, dmeta)
     net = export_event_network(model, tuple(dmeta["input_shape"]))
     meta = {"binning": binning.to_dict(), "loss": cfg.train.loss, "n_classes": int(dmeta["n_classes"]),

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from spike.neurons.adlif import AdLIF
+from spike.neurons.cuba import CubaLIF
 from spike.neurons.modules import IF, LI, LIF
 from spike.nir.mapping import r_of
 from spike.synapses.delays import DelayedLinear
@@ -60,18 +62,40 @@ def _neuron(name: str, m: LIF, shape: tuple[int, ...], dt: float, strict: bool, 
         if math.isinf(tau):
             raise NIRExportError(f"{where}: LI with tau=inf (a pure integrator) is not supported")
         return nir.LI(tau=full(tau), r=r, v_leak=full(p.v_rest), metadata=meta)
-    nonstandard = p.reset != "to_value" or p.reset_timing != "immediate"
-    if nonstandard and strict:
-        raise NIRExportError(f"{where}: reset={p.reset!r}, reset_timing={p.reset_timing!r} is not NIR's "
-                             f"reset-to-v_reset rule (strict=True); use reset='to_value', "
-                             f"reset_timing='immediate' or strict=False (spike.* metadata)")
-    meta.update({"spike.reset": p.reset, "spike.reset_timing": p.reset_timing})
+    meta.update(_reset_meta(p, strict, where))
     if math.isinf(tau):
         if p.v_rest != 0.0:
             meta["spike.v_rest"] = float(p.v_rest)
         return nir.IF(r=r, v_threshold=full(p.v_th), v_reset=full(p.v_reset), metadata=meta)
     return nir.LIF(tau=full(tau), r=r, v_leak=full(p.v_rest), v_threshold=full(p.v_th),
                    v_reset=full(p.v_reset), metadata=meta)
+
+
+def _reset_meta(p, strict: bool, where: str) -> dict:
+    if (p.reset != "to_value" or p.reset_timing != "immediate") and strict:
+        raise NIRExportError(f"{where}: reset={p.reset!r}, reset_timing={p.reset_timing!r} is not NIR's "
+                             f"reset-to-v_reset rule (strict=True); use reset='to_value', "
+                             f"reset_timing='immediate' or strict=False (spike.* metadata)")
+    return {"spike.reset": p.reset, "spike.reset_timing": p.reset_timing}
+
+
+def _cuba(m: CubaLIF, shape: tuple[int, ...], dt: float, strict: bool, where: str) -> nir.CubaLIF:
+    """NIR ``CubaLIF`` with ``w_in``/``r`` giving spike's unit gains (:mod:`spike.nir.mapping`)."""
+    if m.log_tau is not None:
+        raise NIRExportError(f"{where}: learn_tau=True is not exported (learnable tau, tau_syn); build a "
+                             f"CubaLIF with the trained taus as fixed floats")
+    if m.w_rec is not None:
+        raise NIRExportError(f"{where}: the recurrent weight (recurrent=True) is not supported by this exporter")
+    p = m.params()
+    if p.dt != dt:
+        raise NIRExportError(f"{where}: the layer's dt={p.dt} differs from to_nir's dt={dt}")
+    full = lambda v: np.full(shape, float(v), dtype=np.float64)  # noqa: E731
+    meta = {"spike.discretization": p.discretization, "spike.detach_reset": str(bool(p.detach_reset)),
+            **_reset_meta(p, strict, where)}
+    tau, tau_syn = float(p.tau), float(p.tau_syn)
+    return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau), r=full(r_of(tau, dt, p.discretization, False)),
+                       v_leak=full(0.0), v_threshold=full(p.v_th), v_reset=full(p.v_reset),
+                       w_in=full(r_of(tau_syn, dt, p.discretization, False)), metadata=meta)
 
 
 def _pool(m: nn.AvgPool2d, where: str) -> nir.NIRNode:
@@ -116,7 +140,7 @@ def to_nir(model: nn.Module, dt: float, input_shape: tuple[int, ...] | None = No
 
     Args:
         model: a :class:`~spike.synapses.Sequential` (or one layer) of Linear, Conv2d, Flatten,
-            AvgPool2d (``divisor_override=1``: SumPool2d), LIF, IF, LI, eval-mode DelayedLinear and
+            AvgPool2d (``divisor_override=1``: SumPool2d), LIF, IF, LI, CubaLIF, eval-mode DelayedLinear and
             eval-mode SharedDropout (dropped: identity).
         dt: the model's step, in the unit of its ``tau``; NIR times (``tau``, delays) use this unit.
         input_shape: per-sample input shape (default: ``(in_features,)`` of a first Linear).
@@ -146,6 +170,11 @@ def to_nir(model: nn.Module, dt: float, input_shape: tuple[int, ...] | None = No
             continue
         if type(m) in (LIF, IF, LI):
             nodes[name] = _neuron(name, m, shape, float(dt), strict, where)
+        elif type(m) is CubaLIF:
+            nodes[name] = _cuba(m, shape, float(dt), strict, where)
+        elif isinstance(m, AdLIF):
+            raise NIRExportError(f"{where}: NIR 1.0 has no adaptive LIF node (SE-adLIF's adaptation "
+                                 f"current w has no NIR equivalent); it cannot be exported")
         elif type(m) is Linear or type(m) is nn.Linear:
             nodes[name] = (nir.Affine(weight=_np(m.weight), bias=_np(m.bias)) if m.bias is not None
                            else nir.Linear(weight=_np(m.weight)))
@@ -167,7 +196,7 @@ def to_nir(model: nn.Module, dt: float, input_shape: tuple[int, ...] | None = No
             heads = [n for n in new if ".delay" in n]
         else:
             raise NIRExportError(f"{where} has no exact NIR equivalent (supported: Linear, Conv2d, Flatten, "
-                                 f"AvgPool2d, LIF, IF, LI, DelayedLinear, eval-mode SharedDropout)")
+                                 f"AvgPool2d, LIF, IF, LI, CubaLIF, DelayedLinear, eval-mode SharedDropout)")
         edges += [(t, h) for t in tails for h in heads]
         tails = heads_tails if type(m) is DelayedLinear else [name]
         with torch.no_grad():

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from spike.neurons.cuba import CubaLIF
 from spike.neurons.modules import IF, LI, LIF
-from spike.nir.mapping import DEFAULT_DISCRETIZATION, decay_input_of, meta_str, uniform
+from spike.nir.mapping import DEFAULT_DISCRETIZATION, check_unit_gain, decay_input_of, meta_str, uniform
 from spike.synapses.delays import DelayedLinear
 from spike.synapses.layers import AvgPool2d, Conv2d, Flatten, Linear
 from spike.synapses.sequential import Sequential
@@ -100,14 +101,38 @@ def _neuron(name: str, node: nir.NIRNode, dt: float, disc: str | None) -> nn.Mod
     return LIF(tau=tau, v_rest=uniform(node, "v_leak", w), discretization=d, decay_input=di, **common)
 
 
+def _cuba(name: str, node: nir.NIRNode, dt: float, disc: str | None) -> list[nn.Module]:
+    """NIR ``CubaLIF`` -> :class:`CubaLIF`; ``CubaLI`` -> ``LI(tau_syn) -> LI(tau_mem)`` (same update)."""
+    w = _where(name, node)
+    meta = node.metadata or {}
+    d = disc or meta_str(meta, "spike.discretization", DEFAULT_DISCRETIZATION)
+    detach = meta_str(meta, "spike.detach_reset", "False") == "True"
+    tau_syn, tau = uniform(node, "tau_syn", w), uniform(node, "tau_mem", w)
+    check_unit_gain(uniform(node, "w_in", w), tau_syn, dt, d, f"{w} field 'w_in'")
+    check_unit_gain(uniform(node, "r", w), tau, dt, d, f"{w} field 'r'")
+    v_leak = uniform(node, "v_leak", w)
+    if isinstance(node, nir.CubaLI):
+        return [LI(tau=tau_syn, dt=dt, discretization=d, detach_reset=detach),
+                LI(tau=tau, dt=dt, v_rest=v_leak, discretization=d, detach_reset=detach)]
+    if v_leak != 0.0:
+        raise ValueError(f"{w}: v_leak={v_leak!r}; spike's CubaLIF leaks towards 0 only")
+    return [CubaLIF(tau=tau, tau_syn=tau_syn, dt=dt, v_th=uniform(node, "v_threshold", w),
+                    v_reset=uniform(node, "v_reset", w), reset=meta_str(meta, "spike.reset", "to_value"),
+                    reset_timing=meta_str(meta, "spike.reset_timing", "immediate"), detach_reset=detach,
+                    discretization=d)]
+
+
 def _param(a: np.ndarray) -> nn.Parameter:
     return nn.Parameter(torch.from_numpy(np.array(a)))
 
 
-def _layer(name: str, node: nir.NIRNode, dt: float, disc: str | None) -> nn.Module:
+def _layer(name: str, node: nir.NIRNode, dt: float, disc: str | None,
+           batched: bool = False) -> nn.Module | list[nn.Module]:
     w = _where(name, node)
     if isinstance(node, (nir.LIF, nir.IF, nir.LI)):
         return _neuron(name, node, dt, disc)
+    if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
+        return _cuba(name, node, dt, disc)
     if isinstance(node, (nir.Affine, nir.Linear)):
         wt = np.asarray(node.weight)
         if wt.ndim != 2:
@@ -132,16 +157,22 @@ def _layer(name: str, node: nir.NIRNode, dt: float, disc: str | None) -> nn.Modu
         return m
     if isinstance(node, nir.Flatten):
         ndim = len(_shape_in(node) or ())
-        if node.start_dim != 0 or node.end_dim not in (-1, ndim - 1):
+        if batched and node.start_dim >= 1:  # a batch-first exporter's Flatten(start_dim=1) over [B, ...]
+            ndim, start = ndim - 1, node.start_dim - 1
+            end = node.end_dim if node.end_dim < 0 else node.end_dim - 1
+        else:
+            start, end = node.start_dim, node.end_dim
+        if start != 0 or end not in (-1, ndim - 1):
             raise NIRImportError(f"{w}: only Flatten(start_dim=0, end_dim=-1) over the whole sample is "
-                                 f"supported, got start_dim={node.start_dim}, end_dim={node.end_dim}")
+                                 f"supported (start_dim=1 with a batch dimension), got start_dim={node.start_dim}, "
+                                 f"end_dim={node.end_dim}")
         return Flatten()
     if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-        args = dict(kernel_size=tuple(int(k) for k in node.kernel_size), stride=tuple(int(s) for s in node.stride),
-                    padding=tuple(int(p) for p in node.padding))
+        pair = lambda v: tuple(int(i) for i in np.broadcast_to(np.atleast_1d(v), (2,)))  # noqa: E731
+        args = dict(kernel_size=pair(node.kernel_size), stride=pair(node.stride), padding=pair(node.padding))
         return AvgPool2d(**args, divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
     raise NIRImportError(f"{w} is not supported (supported: Affine, Linear, Conv2d, Flatten, AvgPool2d, "
-                         f"SumPool2d, LIF, IF, LI, and Delay->Linear branches)")
+                         f"SumPool2d, LIF, IF, LI, CubaLIF, CubaLI, and Delay->Linear branches)")
 
 
 def _delayed(g: nir.NIRGraph, delays: list[str], succ: dict, pred: dict, dt: float) -> tuple[DelayedLinear, list[str]]:
@@ -188,7 +219,8 @@ def _delayed(g: nir.NIRGraph, delays: list[str], succ: dict, pred: dict, dt: flo
     return m.eval(), lins
 
 
-def from_nir(graph: nir.NIRGraph, dt: float, discretization: str | None = None) -> Sequential:
+def from_nir(graph: nir.NIRGraph, dt: float, discretization: str | None = None,
+             batch_dim: bool | None = None) -> Sequential:
     """Build a spike model that runs ``graph`` exactly at step ``dt``.
 
     Args:
@@ -197,6 +229,10 @@ def from_nir(graph: nir.NIRGraph, dt: float, discretization: str | None = None) 
         dt: step, in the unit of the graph's ``tau`` and delays.
         discretization: ``"exp"`` or ``"euler"`` for every neuron (default: the node's
             ``spike.discretization`` metadata, else ``"exp"``; see :mod:`spike.nir.mapping`).
+        batch_dim: the Input/Output types (and ``Flatten(start_dim=1)``) include a leading batch
+            dimension, as nirtorch writes them from a ``[1, ...]`` sample (Norse); default: detected
+            (the Input type has one dimension more than the first node takes, or it feeds
+            ``Flatten(start_dim=1)``).
 
     Returns:
         :class:`~spike.synapses.Sequential` in eval mode.
@@ -211,6 +247,9 @@ def from_nir(graph: nir.NIRGraph, dt: float, discretization: str | None = None) 
     start = next(n for n, v in graph.nodes.items() if isinstance(v, nir.Input))
     frontier, layers = [start], []
     shape = _shape_out(graph.nodes[start]) or _shape_in(graph.nodes[start])
+    batched = _batched(graph, start, shape, succ) if batch_dim is None else bool(batch_dim)
+    if batched:
+        shape = _unbatch(shape, start)
     prev = start
     while True:
         nxt = sorted({b for a in frontier for b in succ[a]})
@@ -229,10 +268,13 @@ def from_nir(graph: nir.NIRGraph, dt: float, discretization: str | None = None) 
         elif len(nxt) == 1:
             here = nxt[0]
             want = _shape_in(nodes[0]) if not isinstance(nodes[0], nir.Output) else _shape_out(nodes[0])
+            if batched and _carries_batch(nodes[0]):
+                want = _unbatch(want, here)
             if isinstance(nodes[0], nir.Output):
                 _check_shape(prev, here, shape, want, graph)
                 break
-            layers.append(_layer(here, nodes[0], dt, discretization))
+            m = _layer(here, nodes[0], dt, discretization, batched)
+            layers += m if isinstance(m, list) else [m]
             frontier = [here]
         else:
             raise NIRImportError(f"{_where(nxt[0], nodes[0])}: parallel branches are only supported as "
@@ -240,7 +282,34 @@ def from_nir(graph: nir.NIRGraph, dt: float, discretization: str | None = None) 
         _check_shape(prev, here, shape, want, graph)
         prev = frontier[0]
         shape = _shape_out(graph.nodes[prev])
+        if batched and _carries_batch(graph.nodes[prev]):
+            shape = _unbatch(shape, prev)
     return Sequential(*layers).eval()
+
+
+def _carries_batch(node: nir.NIRNode) -> bool:
+    """Whether a batch-first exporter's node type has the batch dimension (Input/Output, Flatten(start_dim>=1))."""
+    return isinstance(node, (nir.Input, nir.Output)) or (isinstance(node, nir.Flatten) and node.start_dim >= 1)
+
+
+def _unbatch(shape, name: str):
+    if shape is None:
+        return None
+    if len(shape) < 2:
+        raise NIRImportError(f"NIR node {name!r}: type {tuple(shape)} has no batch dimension to drop")
+    return tuple(shape[1:])
+
+
+def _batched(g: nir.NIRGraph, start: str, shape, succ: dict) -> bool:
+    """Auto-detect a batch-first graph (Norse/nirtorch with a ``[1, ...]`` sample): the Input type has one
+    leading dimension more than the first node expects, or the first node is ``Flatten(start_dim=1)``."""
+    if shape is None or len(shape) < 2 or len(succ[start]) != 1:
+        return False
+    first = g.nodes[succ[start][0]]
+    if isinstance(first, nir.Flatten):
+        return first.start_dim >= 1 and shape[0] == 1
+    want = _shape_in(first)
+    return want is not None and tuple(want) == tuple(shape[1:])
 
 
 def _check_shape(prev: str, here: str, have, want, g: nir.NIRGraph) -> None:

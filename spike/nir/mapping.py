@@ -36,6 +36,34 @@ other reset / timing    metadata ``spike.reset``, ``spike.reset_timing`` (``to_n
 ``detach_reset``        metadata ``spike.detach_reset`` (gradient only)
 ======================  =====================================================================
 
+CubaLIF (:class:`spike.neurons.CubaLIF`) is the same statement applied to each variable in turn, the
+synaptic current first and then the membrane driven by the *new* current, each held constant over
+its own step (NIR: :math:`\tau_\text{syn} \dot I = -I + w_\text{in} S`,
+:math:`\tau_\text{mem} \dot v = (v_\text{leak} - v) + r I`):
+
+.. math::
+    I_t &= \alpha I_{t-1} + g_\text{syn}\, x_t \\
+    v_t &= v_\text{leak} + \beta (v_{t-1} - v_\text{leak}) + g_\text{mem}\, I_t
+
+with :math:`\alpha, \beta` as above from ``tau_syn``, ``tau_mem`` and :math:`g_\text{syn} = (1-\alpha)\,w_\text{in}`,
+:math:`g_\text{mem} = (1-\beta)\,r` (exp) or :math:`(dt/\tau_\text{syn})\,w_\text{in}`, :math:`(dt/\tau_\text{mem})\,r`
+(euler). spike's CubaLIF has unit gains and leaks to 0, so:
+
+======================  =====================================================================
+spike ``CubaLIF``       NIR ``CubaLIF``
+======================  =====================================================================
+``tau``, ``tau_syn``    ``tau_mem``, ``tau_syn``
+(gain 1 on ``x``)       ``w_in = 1/(1-α)`` (exp), ``τ_syn/dt`` (euler); import accepts only this
+(gain 1 on ``I``)       ``r = 1/(1-β)`` (exp), ``τ_mem/dt`` (euler); import accepts only this
+(leaks to 0)            ``v_leak = 0`` (import raises otherwise)
+``v_th``, ``v_reset``   ``v_threshold``, ``v_reset``; reset, timing, discretisation as for LIF
+======================  =====================================================================
+
+The euler row is what snnTorch writes for ``Synaptic`` (``w_in = τ_syn/dt``, ``r = τ_mem/dt``) and what
+Norse's importer runs (``LIBox`` then ``LIFBox``, forward Euler). NIR ``CubaLI`` (no spikes) imports as
+``LI(tau=tau_syn) -> LI(tau=tau_mem, v_rest=v_leak)``, the same update with the membrane as output.
+SE-adLIF (:class:`spike.neurons.adlif.AdLIF`) has no NIR node: export raises naming the layer.
+
 Import recomputes :math:`\beta` from ``tau`` and the caller's ``dt`` with the same float64 formula
 and accepts ``r`` when it matches one of the two gains to ``R_RTOL`` (so a spike export reads back
 bit-identically, and a peer's float32 export is accepted); any other ``r`` raises (it would need a
@@ -49,7 +77,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["R_RTOL", "DEFAULT_DISCRETIZATION", "beta_of", "r_of", "decay_input_of", "uniform", "meta_str"]
+__all__ = ["R_RTOL", "DEFAULT_DISCRETIZATION", "beta_of", "r_of", "decay_input_of", "check_unit_gain", "uniform",
+           "meta_str"]
 
 R_RTOL = 1e-6
 """Relative tolerance on ``r`` at import (float32 rounding of a peer's export)."""
@@ -87,6 +116,14 @@ def decay_input_of(r: float, tau: float, dt: float, discretization: str, where: 
     raise ValueError(f"{where}: r={r!r} gives an input gain of {gain!r} per step at dt={dt} "
                      f"({discretization}); spike's neurons have gain 1 or 1-beta only "
                      f"(r={r_of(tau, dt, discretization, False)!r} or r=1)")
+
+
+def check_unit_gain(r: float, tau: float, dt: float, discretization: str, where: str) -> None:
+    """Raise ``ValueError`` unless NIR's gain ``r`` (or ``w_in``) gives spike's input gain 1 at this ``dt``."""
+    want = r_of(tau, dt, discretization, False)
+    if not math.isclose(r, want, rel_tol=R_RTOL, abs_tol=0.0):
+        raise ValueError(f"{where}: {r!r} gives an input gain other than 1 per step at dt={dt} "
+                         f"({discretization}); spike's CubaLIF needs {want!r}")
 
 
 def uniform(node: Any, field: str, where: str) -> float:

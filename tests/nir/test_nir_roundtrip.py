@@ -164,10 +164,9 @@ def _io(n_in, n_out):
 
 
 def test_unsupported_node_raises_naming_it():
-    cuba = nir.CubaLIF(tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3),
-                       v_threshold=np.ones(3))
-    g = _graph({**_io(3, 3), "syn": cuba}, [("input", "syn"), ("syn", "output")])
-    with pytest.raises(NIRImportError, match=r"'syn' \(CubaLIF\) is not supported"):
+    thr = nir.Threshold(threshold=np.ones(3))
+    g = _graph({**_io(3, 3), "thr": thr}, [("input", "thr"), ("thr", "output")])
+    with pytest.raises(NIRImportError, match=r"'thr' \(Threshold\) is not supported"):
         from_nir(g, 1.0)
 
 
