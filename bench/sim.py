@@ -1,7 +1,9 @@
-"""Simulator throughput: video -> DVS events (``bench_video``; a cochlea part can join ``main``).
+"""Simulator throughput: video -> DVS events (``bench_video``) and audio -> cochlea spikes against
+the lauscher package (``bench_cochlea`` in ``bench/sim_cochlea.py``).
 
-    python bench/sim.py            # 346 x 260, 90 frames (3 s at 30 fps), best of 3
-    python bench/sim.py --quick    # 30 frames, best of 2
+    python bench/sim.py            # 346 x 260, 90 frames (3 s at 30 fps), best of 3; cochlea vs lauscher
+    python bench/sim.py --quick    # 30 frames, best of 2; cochlea against lauscher's cached outputs only
+    python bench/sim.py --no-cochlea
 
 The video part renders a synthetic 346 x 260 (DAVIS346) RGB video of textured discs moving
 across a gradient, 30 fps, and times, in the same run and on the same frames:
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -92,13 +96,22 @@ def bench_video(n_frames: int = 90, reps: int = 3) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="30 frames, best of 2")
+    ap.add_argument("--no-cochlea", action="store_true", help="leave out the cochlea vs lauscher part")
     args = ap.parse_args()
     video = bench_video(30, 2) if args.quick else bench_video()
     for name in ("plain", "stream_clean", "stream_noisy"):
         v = video[name]
         print(f"{name:13s} {v['events']:9d} events  {v['wall_s']:.3f} s  "
               f"{v['events_per_s'] / 1e6:.2f} Mev/s  {v['frames_per_s']:.0f} frames/s")
-    print(json.dumps({"bench": "sim", "video": video}))
+    line = {"bench": "sim", "video": video}
+    if not args.no_cochlea:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from sim_cochlea import bench_cochlea  # lauscher runs once per input, cached (minutes the first time)
+
+        coch = bench_cochlea(quick=args.quick, run_lauscher=not args.quick)
+        coch.pop("inputs", None)
+        line.update(coch)
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":
