@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parents[1] / "spike"
 
 # layer of each subpackage/module; a module may import only from layers <= its own
 LAYER = {"core": 0, "surrogate": 1, "neurons": 1, "synapses": 1, "events": 1, "data": 1, "sim": 1, "io": 1,
-         "models": 2, "archs": 2, "nir": 2, "backends": 2, "energy": 2, "inference": 3, "train": 3, "cli": 4}
+         "models": 2, "archs": 2, "prune": 2, "nir": 2, "backends": 2, "energy": 2, "inference": 3, "train": 3, "cli": 4}
 
 
 def _imports(path: Path) -> set[str]:
