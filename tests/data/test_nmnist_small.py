@@ -49,11 +49,14 @@ def test_truncated_sample(tmp_path, root):
 
 
 @pytest.mark.slow
-def test_nmnist_small_recipe_reaches_90_percent(tmp_path, root):
+def test_nmnist_small_recipe_selected_on_validation_reaches_85_percent(tmp_path, root):
+    """The recipe selects its epoch on a 10 % validation split and evaluates test once: 89.0 +- 3.0 %
+    over seeds 0, 1, 2 (0.89, 0.86, 0.92) when this was written."""
     from spike.core.config import load_config
     from spike.train.recipe import train_from_config
 
     repo = Path(__file__).resolve().parents[2]
     cfg = load_config(repo / "configs" / "nmnist_small.toml", {"data.root": str(root), "run.plots": False})
     m = train_from_config(cfg, out_dir=tmp_path)
-    assert m["test_accuracy"] >= 0.90
+    assert m["selected_by"] == "val_accuracy" and m["split"]["val"] == 100
+    assert m["test_accuracy"] >= 0.85
