@@ -138,6 +138,7 @@ class TrainConfig:
     # SLTT / SLTT-K (spike.train.sltt)
     sltt_k: int = 0                   # method "sltt_k": steps back-propagated per batch, 1 <= K <= T
     sltt_chunk: int = 1               # steps run together (memory grows with it, not with T; same gradient)
+    memory: str = "none"              # method "bptt": none | packed | checkpoint[:N] | mesa8 (spike.train.memory)
     # Forward-Forward / Mono-Forward (spike.train.forward_forward)
     ff_theta: float = 4.0             # goodness threshold θ of the per-layer loss σ(G − θ)
     ff_goodness_scale: float = 20.0   # G = scale * mean_i rate_i^2 (sets how sharp σ(G − θ) is)
@@ -145,6 +146,11 @@ class TrainConfig:
     ff_label_embedding: str = "append"  # append | replace (label over the first C input features)
     ff_negatives: str = "random"      # random | hard (wrong label drawn from the readout's softmax)
     ff_inference: str = "auto"        # forward_forward: goodness | readout; mono_forward: last | sum
+    # NoProp-DT (spike.train.noprop)
+    noprop_steps: int = 10            # T: denoising steps = number of blocks (>= 1)
+    noprop_eta: float = 0.1           # weight eta of the SNR-weighted denoising terms
+    noprop_embed_dim: int = 0         # class-embedding size E (0: the number of classes)
+    noprop_inference: str = "mean"    # mean (posterior means, z_0 = 0, no noise) | sample (the paper's noisy chain)
     # model selection (spike.train.trainer): needs a validation set ([data] val_fraction, or the data set's own)
     select: str = "auto"              # auto (val_accuracy with a validation set, else last) | val_accuracy | val_loss | last
     patience: int = 0                 # early stopping: epochs without a better validation metric (0: off)
@@ -276,12 +282,12 @@ def _seeds(v: tuple) -> tuple[str, Any, str] | str | None:
 
 
 def _augment(v: tuple) -> tuple[str, Any, str] | str | None:
-    """Augmentation names ``"name"`` or ``"name:value"`` (checked by :mod:`spike.data.augment`)."""
+    """Augmentation names ``"name"`` or ``"name:value"`` (:mod:`spike.core.augment_spec`)."""
     if not isinstance(v, (list, tuple)):
         return 'must be a list of augmentation names such as ["flip_x", "translate:4"]'
     if not v:
         return None
-    from spike.data.augment import augment_problem  # torch: only when augmentation is configured
+    from spike.core.augment_spec import augment_problem
 
     for i, item in enumerate(v):
         problem = augment_problem(item)
@@ -300,6 +306,31 @@ def _sizes(v: tuple) -> tuple[str, Any, str] | str | None:
         if h < 1:
             return f"[{i}]", h, "must be an integer >= 1 (a layer size; 0 would be a layer without neurons)"
     return None
+
+
+#: ``[train] memory`` modes (implemented in :mod:`spike.train.memory`)
+MEMORY_MODES = ("none", "packed", "checkpoint", "mesa8")
+
+
+def check_memory(spec: Any) -> str | None:
+    """``None`` if ``spec`` is a valid ``[train] memory`` mode, else the problem."""
+    if not isinstance(spec, str):
+        return f"must be a string, one of {', '.join(map(repr, MEMORY_MODES))}"
+    if "+" in spec:
+        return ("combinations are not supported: 'mesa8' already packs the binary tensors, and a "
+                "'checkpoint' chunk keeps nothing for the others to pack; use one of "
+                + ", ".join(map(repr, MEMORY_MODES)))
+    mode, colon, n = spec.partition(":")
+    if mode not in MEMORY_MODES:
+        return (f"unknown memory mode; must be one of {', '.join(map(repr, MEMORY_MODES))} "
+                f"(or 'checkpoint:N', N time steps per chunk)")
+    if colon and (mode != "checkpoint" or not n.isdigit() or int(n) < 1):
+        return "only 'checkpoint' takes a chunk length, as 'checkpoint:N' with an integer N >= 1"
+    return None
+
+
+def _memory_mode(v) -> str | None:
+    return check_memory(v)
 
 
 #: ``RULES[section][key]``: the range check of every numeric field (strings naming a method, neuron,
@@ -352,9 +383,13 @@ RULES: dict[str, dict[str, Rule]] = {
         "delay_sigma_decay": _num(0, 1),
         "sltt_k": _int(0, " (0: unused; method = 'sltt_k' needs sltt_k >= 1)"),
         "sltt_chunk": _int(1),
+        "memory": _memory_mode,
         "ff_theta": _num(),
         "ff_goodness_scale": _num(0, lo_open=True),
         "ff_label_scale": _num(0, lo_open=True),
+        "noprop_steps": _int(1, " (T: the number of denoising blocks; a schedule needs at least one step)"),
+        "noprop_eta": _num(0, lo_open=True),
+        "noprop_embed_dim": _int(0, " (0: the number of classes)"),
         "patience": _int(0, " (epochs without improvement of the validation metric; 0: no early stopping)"),
     },
 }
@@ -392,7 +427,7 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
         "ultra_boundary": ("wrap", "none"),
     },
     "train": {
-        "method": ("bptt", "sltt", "sltt_k", "forward_forward", "mono_forward"),
+        "method": ("bptt", "sltt", "sltt_k", "forward_forward", "mono_forward", "noprop"),
         "optimizer": ("adam", "adamw", "sgd"),
         "scheduler": ("cosine", "onecycle", "step", "none"),
         "scheduler_positions": ("same", "cosine", "onecycle", "step", "none"),
@@ -401,6 +436,7 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
         "ff_negatives": ("random", "hard"),
         "select": ("auto", "val_accuracy", "val_loss", "last"),
         "ff_inference": ("auto", "goodness", "readout", "last", "sum"),
+        "noprop_inference": ("mean", "sample"),
     },
 }
 for _section, _fields in CHOICES.items():

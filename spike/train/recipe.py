@@ -136,6 +136,12 @@ def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
 
 
 def get_strategy(cfg: Config):
+    if cfg.train.memory != "none" and cfg.train.method != "bptt":
+        raise ConfigError(f"[train] memory = {cfg.train.memory!r} applies to method = 'bptt' only, "
+                          f"got method = {cfg.train.method!r}")
+    if cfg.train.memory.startswith("checkpoint") and cfg.train.rcs_weight > 0:
+        raise ConfigError(f"[train] memory = {cfg.train.memory!r} does not record the layers that rcs_weight > 0 "
+                          f"(cutoff regulariser) needs; use memory = 'packed' or 'mesa8'")
     if cfg.train.rcs_weight < 0:
         raise ConfigError(f"[train] rcs_weight must be >= 0, got {cfg.train.rcs_weight}")
     if cfg.train.rcs_weight > 0 and cfg.train.method != "bptt":
@@ -145,16 +151,22 @@ def get_strategy(cfg: Config):
         if cfg.train.rcs_weight > 0:
             from spike.train.regularizers import CutoffRegularizer
 
-            return BPTT(regularizer=CutoffRegularizer(cfg.train.rcs_weight, cfg.train.loss))
-        return BPTT()
+            return BPTT(regularizer=CutoffRegularizer(cfg.train.rcs_weight, cfg.train.loss), memory=cfg.train.memory)
+        return BPTT(memory=cfg.train.memory)
     if cfg.train.method in ("sltt", "sltt_k"):
         return _sltt_strategy(cfg)
     if cfg.train.method in ("forward_forward", "mono_forward"):
         return _forward_strategy(cfg)
+    if cfg.train.method == "noprop":
+        from spike.train.noprop import NoProp
+
+        t = cfg.train
+        return NoProp(steps=t.noprop_steps, eta=t.noprop_eta, embed_dim=t.noprop_embed_dim,
+                      inference=t.noprop_inference)
     raise ConfigError(f"[train] method {cfg.train.method!r} is not available; known: {list(METHODS)}")
 
 
-METHODS = ("bptt", "sltt", "sltt_k", "forward_forward", "mono_forward")
+METHODS = ("bptt", "sltt", "sltt_k", "forward_forward", "mono_forward", "noprop")
 
 
 def _sltt_strategy(cfg: Config):

@@ -45,16 +45,28 @@ class BPTT:
 
     name: str = "bptt"
     regularizer: Callable | None = None
+    memory: str = "none"  # what backward keeps: none | packed | checkpoint[:N] | mesa8 (spike.train.memory)
+
+    def __post_init__(self):
+        from spike.train.memory import parse_memory
+
+        if parse_memory(self.memory)[0] == "checkpoint" and self.regularizer is not None:
+            from spike.train.memory import MemoryModeError
+
+            raise MemoryModeError("memory = 'checkpoint' does not record the layers a regularizer needs")
 
     def train_step(self, model, x, y, loss_fn, optimizer, grad_clip):
+        from spike.train.memory import memory_forward, saved_tensor_hooks
+
         optimizer.zero_grad(set_to_none=True)
-        if self.regularizer is None:
-            out = model_output(model(x))
-            loss = loss_fn(out, y)
-        else:
-            res = model(x, record=True)
-            out = model_output(res)
-            loss = loss_fn(out, y) + self.regularizer(getattr(res, "records", None), out, y)
+        with saved_tensor_hooks(self.memory):
+            if self.regularizer is None:
+                out = memory_forward(model, x, self.memory, model_output)
+                loss = loss_fn(out, y)
+            else:
+                res = model(x, record=True)
+                out = model_output(res)
+                loss = loss_fn(out, y) + self.regularizer(getattr(res, "records", None), out, y)
         loss.backward()
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -1,0 +1,286 @@
+"""Peak memory and time per BPTT training step under each ``[train] memory`` mode (spike.train.memory).
+
+Networks as in ``bench/sltt.py`` (float32, Adam, per-step cross-entropy, default backends: numba
+LIF and sparse Linear on the CPU):
+
+* ``conv``: 2×32×32 → Conv3×3(16) + LIF + AvgPool2 → Conv3×3(32) + LIF + AvgPool2 → Linear(10) + LI,
+  ``B = 16``, 5% input events;
+* ``mlp``: 700 → 256 → 256 → 20 (Linear + LIF twice, Linear + LI readout), ``B = 64``, 5% input spikes.
+
+Modes: ``none`` (plain BPTT), ``packed``, ``checkpoint`` (chunks of ``ceil(sqrt(T))`` steps), ``mesa8``.
+
+Memory is measured exactly as in ``bench/sltt.py``: what one training step adds on top of the model,
+optimiser state and input batch, as the peak resident set size during the step minus the resident size
+just before it, in a fresh process with ``MALLOC_MMAP_THRESHOLD_=65536`` (RSS follows live memory) and
+the kernel's high-water mark reset before each step (``/proc/self/clear_refs``); on CUDA
+``max_memory_allocated`` minus ``memory_allocated``. Time: median of ``--steps`` interleaved rounds
+(one step of every mode per round, rotating order) in another process with default ``malloc``.
+
+Gradients (at the largest T of the T = 100 reference, same weights and batch): ``packed`` must equal
+plain BPTT bit for bit for every parameter; ``checkpoint``: largest difference relative to each
+gradient's largest element; ``mesa8``: cosine of the concatenated parameter gradient to the exact one.
+
+Usage::
+
+    python bench/memory.py            # T = 25, 50, 100 (a few minutes on 2 cores)
+    python bench/memory.py --quick    # T = 25 only, 2 timed rounds
+    python bench/memory.py --t 25 50 100 200
+
+Ends with one JSON line (``"bench": "memory"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = ("none", "packed", "checkpoint", "mesa8")
+BATCH = {"conv": 16, "mlp": 64}
+_HWM = Path("/proc/self/clear_refs")
+
+
+def _status_kb(key: str) -> int:
+    m = re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(m.group(1)) if m else 0
+
+
+def _can_reset_hwm() -> bool:
+    try:
+        _HWM.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _build(net: str, n_steps: int, batch: int, device):
+    import torch
+
+    from spike.neurons import LI, LIF
+    from spike.synapses import AvgPool2d, Conv2d, Flatten, Linear, Sequential
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    if net == "mlp":
+        shape, n_cls = (700,), 20
+        model = Sequential(Linear(700, 256), LIF(tau=10.0), Linear(256, 256), LIF(tau=10.0), Linear(256, 20),
+                           LI(tau=10.0))
+    else:
+        shape, n_cls = (2, 32, 32), 10
+        model = Sequential(Conv2d(2, 16, 3, padding=1), LIF(tau=10.0), AvgPool2d(2), Conv2d(16, 32, 3, padding=1),
+                           LIF(tau=10.0), AvgPool2d(2), Flatten(), Linear(32 * 8 * 8, 10), LI(tau=10.0))
+    model = model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = (torch.rand(n_steps, batch, *shape, generator=g) < 0.05).float().to(device)
+    y = torch.randint(0, n_cls, (batch,), generator=g).to(device)
+    return model, opt, x, y
+
+
+def _strategy(mode: str):
+    from spike.train.strategy import BPTT
+
+    return BPTT(memory=mode)
+
+
+def measure_mem(net: str, mode: str, n_steps: int, reset_hwm: bool) -> dict:
+    import gc
+    import resource
+
+    import torch
+
+    from spike.train.losses import get_loss
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, opt, x, y = _build(net, n_steps, BATCH[net], dev)
+    st, loss_fn = _strategy(mode), get_loss("per_step")
+
+    def step():
+        st.train_step(model, x, y, loss_fn, opt, 0.0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up: JIT, Adam state
+    gc.collect()
+    row: dict = {"net": net, "mode": mode, "T": n_steps, "B": BATCH[net]}
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        row["cuda_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    if reset_hwm:
+        _HWM.write_text("5")
+        base_kb = _status_kb("VmRSS")
+        step()
+        row["cpu_mb"] = (_status_kb("VmHWM") - base_kb) / 1024
+    else:
+        base_kb = _status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step()
+        row["cpu_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) / 1024
+    return row
+
+
+def measure_times(net: str, n_steps: int, rounds: int) -> list[dict]:
+    import gc
+
+    import torch
+
+    from spike.train.losses import get_loss
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loss_fn = get_loss("per_step")
+    setups = {m: (_build(net, n_steps, BATCH[net], dev), _strategy(m)) for m in MODES}
+
+    def step(m):
+        (model, opt, x, y), st = setups[m]
+        t0 = time.perf_counter()
+        st.train_step(model, x, y, loss_fn, opt, 0.0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for m in MODES:
+        step(m)
+    times: dict[str, list[float]] = {m: [] for m in MODES}
+    for r in range(rounds):
+        for m in MODES[r % len(MODES):] + MODES[:r % len(MODES)]:
+            gc.collect()
+            times[m].append(step(m))
+    return [{"net": net, "mode": m, "T": n_steps, "ms": 1000 * statistics.median(times[m])} for m in MODES]
+
+
+def measure_grads(net: str, n_steps: int) -> dict:
+    """Gradients of every mode against plain BPTT on one batch (no optimiser step)."""
+    import torch
+
+    from spike.train.losses import get_loss
+    from spike.train.memory import memory_forward, saved_tensor_hooks
+    from spike.train.strategy import model_output
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _, x, y = _build(net, n_steps, BATCH[net], dev)
+    loss_fn = get_loss("per_step")
+    res = {}
+    for mode in MODES:
+        model.zero_grad(set_to_none=True)
+        stats: dict = {}
+        with saved_tensor_hooks(mode, stats):
+            out = memory_forward(model, x, mode, model_output)
+            loss = loss_fn(out, y)
+        loss.backward()
+        res[mode] = (out.detach(), [p.grad.detach().clone() for p in model.parameters()], stats)
+    out0, g0, _ = res["none"]
+    flat0 = torch.cat([g.flatten() for g in g0]).double()
+    row: dict = {"net": net, "T": n_steps}
+    for mode in MODES[1:]:
+        out, g, stats = res[mode]
+        flat = torch.cat([t.flatten() for t in g]).double()
+        row[f"{mode}_forward_identical"] = int(torch.equal(out0, out))
+        row[f"{mode}_grad_identical"] = int(all(torch.equal(a, b) for a, b in zip(g0, g)))
+        row[f"{mode}_grad_max_rel"] = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
+                                          for a, b in zip(g0, g))
+        row[f"{mode}_grad_cosine"] = float(torch.nn.functional.cosine_similarity(flat0, flat, 0))
+        if stats:
+            row[f"{mode}_saved"] = {k: [v[0], round(v[1] / 2**20, 1), round(v[2] / 2**20, 1)] for k, v in stats.items()}
+    return row
+
+
+def worker(spec: dict) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
+    if spec["mode"] == "mem":
+        reset = _can_reset_hwm()
+        for net, mode, n_steps in spec["configs"]:
+            print("ROW " + json.dumps(measure_mem(net, mode, n_steps, reset)), flush=True)
+    elif spec["mode"] == "time":
+        for net, n_steps in spec["configs"]:
+            for row in measure_times(net, n_steps, spec["rounds"]):
+                print("ROW " + json.dumps(row), flush=True)
+    else:
+        for net, n_steps in spec["configs"]:
+            print("ROW " + json.dumps(measure_grads(net, n_steps)), flush=True)
+
+
+def _run_worker(spec: dict, threads: int) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "BENCH_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    if spec["mode"] == "mem":
+        env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="131072")
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"worker failed ({spec['mode']}):\n{r.stderr[-3000:]}")
+    return [json.loads(line[4:]) for line in r.stdout.splitlines() if line.startswith("ROW ")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="T = 25 only, 2 timed rounds")
+    ap.add_argument("--t", type=int, nargs="+", default=None, help="time steps (default 25 50 100)")
+    ap.add_argument("--steps", type=int, default=5, help="timed rounds (median)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    t_list = tuple(args.t) if args.t else ((25,) if args.quick else (25, 50, 100))
+    rounds = 2 if args.quick else args.steps
+    t_ref = 100 if 100 in t_list else t_list[-1]
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    grads = {}
+    isolate = not _can_reset_hwm()
+    for net in ("conv", "mlp"):
+        configs = [(net, m, t) for t in t_list for m in MODES]
+        mem = []
+        for group in ([[c] for c in configs] if isolate else [configs]):
+            mem += _run_worker({"mode": "mem", "configs": group}, args.threads)
+        timed = _run_worker({"mode": "time", "configs": [(net, t) for t in t_list], "rounds": rounds}, args.threads)
+        ms = {(r["mode"], r["T"]): r["ms"] for r in timed}
+        for r in mem:
+            r["ms"] = ms[(r["mode"], r["T"])]
+            rows.append(r)
+        grads[net] = _run_worker({"mode": "grad", "configs": [(net, t_ref)]}, args.threads)[0]
+    print(f"{'net':5s} {'mode':11s} {'T':>4s} {'CPU peak MB':>12s} {'x plain':>8s} {'ms/step':>9s} {'x plain':>8s}")
+
+    def get(net, mode, t, key):
+        return next(r[key] for r in rows if r["net"] == net and r["mode"] == mode and r["T"] == t)
+
+    for r in rows:
+        base_mb, base_ms = get(r["net"], "none", r["T"], "cpu_mb"), get(r["net"], "none", r["T"], "ms")
+        print(f"{r['net']:5s} {r['mode']:11s} {r['T']:4d} {r['cpu_mb']:12.1f} {r['cpu_mb'] / base_mb:8.3f} "
+              f"{r['ms']:9.1f} {r['ms'] / base_ms:8.3f}")
+    for net, g in grads.items():
+        print(f"gradients {net} T={g['T']}: " + json.dumps(g))
+    result: dict = {"bench": "memory", "T_ref": t_ref, "threads": args.threads,
+                    "packed_grad_identical": int(all(g["packed_grad_identical"] for g in grads.values())),
+                    "forward_identical_all_modes": int(all(g[f"{m}_forward_identical"] for g in grads.values()
+                                                           for m in MODES[1:])),
+                    "mesa8_grad_cosine": round(min(g["mesa8_grad_cosine"] for g in grads.values()), 9),
+                    "mesa8_grad_cosine_conv": round(grads["conv"]["mesa8_grad_cosine"], 9),
+                    "mesa8_grad_cosine_mlp": round(grads["mlp"]["mesa8_grad_cosine"], 9),
+                    "checkpoint_grad_max_rel": max(g["checkpoint_grad_max_rel"] for g in grads.values())}
+    for net in ("conv", "mlp"):
+        for mode in MODES[1:]:
+            mem = get(net, mode, t_ref, "cpu_mb") / get(net, "none", t_ref, "cpu_mb")
+            tim = get(net, mode, t_ref, "ms") / get(net, "none", t_ref, "ms")
+            result[f"{mode}_mem_ratio_{net}_T{t_ref}"] = round(mem, 4)
+            result[f"{mode}_time_ratio_{net}_T{t_ref}"] = round(tim, 4)
+    result["plain_mb_conv"] = round(get("conv", "none", t_ref, "cpu_mb"), 1)
+    result["plain_ms_conv"] = round(get("conv", "none", t_ref, "ms"), 1)
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
