@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true",
                    help="with --resume: continue although the config differs (both configs are recorded)")
     p.add_argument("--out", default=None, help="run folder (default: [run] out_dir / name)")
-    p.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="override config values")
+    p.add_argument("--set", nargs="*", action="extend", metavar="SECTION.KEY=VALUE",
+                   help="override config values (may be repeated)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
                    help="train once per seed (run folders seed_<k>) and report mean +- std of the test accuracy "
                         "(default: [run] seeds)")

@@ -189,3 +189,13 @@ def test_validation_split_is_per_class_and_seeded(register_tiny):
     assert np.bincount(labels[val_a.indices]).tolist() == [4, 4, 4]  # every class keeps its share
     assert sorted(val_a.indices + a.train.indices) == list(range(48))  # a partition of the training set
     assert val_a.indices != val_b.indices
+
+
+def test_repeated_set_options_all_apply(tiny, tmp_path, capsys):
+    rc, out, cap = _run(tmp_path, capsys, extra=("--set", "train.epochs=1", "--set", "model.hidden=[8]"))
+    assert rc == 0, cap.err
+    m = _metrics(cap)
+    assert m["epochs"] == 1  # the first --set was not dropped by the second
+    from spike.train.trainer import load_checkpoint
+
+    assert load_checkpoint(out / "last.pt")["config"]["model"]["hidden"] == [8]
