@@ -246,6 +246,27 @@ def _draw_pixel_params(config: DVSConfig, h: int, w: int, ts: np.ndarray,
 # ---------------------------------------------------------------- numba kernel
 
 
+@njit(cache=True, inline="always")
+def next_crossing(s0, slope, t0, t1, cur, r, con, coff):  # pragma: no cover - numba
+    """First threshold crossing at or after ``cur`` of the log signal ``s0 + slope (t - t0)`` on
+    ``[t0, t1]`` against the reference ``r`` (ON at ``r + con``, OFF at ``r - coff``): ``(time, polarity)``,
+    time ``inf`` if none. Shared by :func:`simulate` and :class:`spike.sim.pixel.VideoSimulator`."""
+    d = s0 + slope * (cur - t0) - r
+    if d >= con:
+        return cur, 1
+    if d <= -coff:
+        return cur, 0
+    if slope > 0.0:
+        tt = t0 + (r + con - s0) / slope
+        if tt <= t1:
+            return tt, 1
+    elif slope < 0.0:
+        tt = t0 + (r - coff - s0) / slope
+        if tt <= t1:
+            return tt, 0
+    return np.inf, 0
+
+
 @njit(cache=True)
 def _esim_kernel(logf, ts, c_on, c_off, ref_offset, drift, refractory_us,
                  nz_t, nz_p, nz_pix, nz_k, ox, oy, ot, op, write):
@@ -288,26 +309,7 @@ def _esim_kernel(logf, ts, c_on, c_off, ref_offset, drift, refractory_us,
                 r = ref[y, x]
                 cur = float(t0)
                 while True:
-                    # next threshold crossing of the signal after `cur`
-                    d = s0 + slope * (cur - t0) - r
-                    tc = np.inf
-                    pol = 0
-                    if d >= con:
-                        tc = cur
-                        pol = 1
-                    elif d <= -coff:
-                        tc = cur
-                        pol = 0
-                    elif slope > 0.0:
-                        tt = t0 + (r + con - s0) / slope
-                        if tt <= t1:
-                            tc = tt
-                            pol = 1
-                    elif slope < 0.0:
-                        tt = t0 + (r - coff - s0) / slope
-                        if tt <= t1:
-                            tc = tt
-                            pol = 0
+                    tc, pol = next_crossing(s0, slope, t0, t1, cur, r, con, coff)
                     has_noise = q < m and nz_k[q] == k and nz_pix[q] == pix
                     is_noise = False
                     if tc < np.inf and (not has_noise or tc <= nz_t[q]):

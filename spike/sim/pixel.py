@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 from spike.core.events import EVENT_DTYPE
-from spike.sim.esim import DVSConfig, SimulationError, _log_frames
+from spike.sim.esim import DVSConfig, SimulationError, _log_frames, next_crossing
 
 __all__ = ["TIME_UNITS", "VideoSimulator", "simulate_video", "to_microseconds"]
 
@@ -133,25 +133,7 @@ def _stream_kernel(logf, i255, ts, t_prev, t_start, a_prev, lp, ref, last, c_on,
                     slope = (s1 - s0) / seg
                     cur = tau0
                     while True:
-                        d = s0 + slope * (cur - tau0) - r
-                        tc = np.inf
-                        pol = 0
-                        if d >= con:
-                            tc = cur
-                            pol = 1
-                        elif d <= -coff:
-                            tc = cur
-                            pol = 0
-                        elif slope > 0.0:
-                            tt = tau0 + (r + con - s0) / slope
-                            if tt <= tau1:
-                                tc = tt
-                                pol = 1
-                        elif slope < 0.0:
-                            tt = tau0 + (r - coff - s0) / slope
-                            if tt <= tau1:
-                                tc = tt
-                                pol = 0
+                        tc, pol = next_crossing(s0, slope, tau0, tau1, cur, r, con, coff)
                         if tc == np.inf:
                             break
                         te = np.int64(np.round(tc))
