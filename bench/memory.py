@@ -34,52 +34,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 MODES = ("none", "packed", "checkpoint", "mesa8")
 BATCH = {"conv": 16, "mlp": 64}
-_HWM = Path("/proc/self/clear_refs")
-
-
-def _status_kb(key: str) -> int:
-    m = re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text())
-    return int(m.group(1)) if m else 0
-
-
-def _can_reset_hwm() -> bool:
-    try:
-        _HWM.write_text("5")
-        return True
-    except OSError:
-        return False
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sltt import _HWM, _can_reset_hwm, _status_kb, worker_env  # noqa: E402,F401  (one way to measure memory)
+from sltt import _build as _build_sltt  # noqa: E402
 
 
 def _build(net: str, n_steps: int, batch: int, device):
-    import torch
-
-    from spike.neurons import LI, LIF
-    from spike.synapses import AvgPool2d, Conv2d, Flatten, Linear, Sequential
-
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(1)
-    if net == "mlp":
-        shape, n_cls = (700,), 20
-        model = Sequential(Linear(700, 256), LIF(tau=10.0), Linear(256, 256), LIF(tau=10.0), Linear(256, 20),
-                           LI(tau=10.0))
-    else:
-        shape, n_cls = (2, 32, 32), 10
-        model = Sequential(Conv2d(2, 16, 3, padding=1), LIF(tau=10.0), AvgPool2d(2), Conv2d(16, 32, 3, padding=1),
-                           LIF(tau=10.0), AvgPool2d(2), Flatten(), Linear(32 * 8 * 8, 10), LI(tau=10.0))
-    model = model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = (torch.rand(n_steps, batch, *shape, generator=g) < 0.05).float().to(device)
-    y = torch.randint(0, n_cls, (batch,), generator=g).to(device)
+    """bench/sltt.py's nets, seeds and inputs (so the two benches measure the same steps)."""
+    model, opt, _, x, y = _build_sltt(net, "bptt", n_steps, batch, device)
     return model, opt, x, y
 
 
@@ -209,12 +179,7 @@ def worker(spec: dict) -> None:
 
 
 def _run_worker(spec: dict, threads: int) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "BENCH_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-    if spec["mode"] == "mem":
-        env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="131072")
-    if os.getloadavg()[0] > (os.cpu_count() or 1):
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env = worker_env(threads, spec["mode"])
     r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True,
                        text=True)
     if r.returncode != 0:

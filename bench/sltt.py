@@ -215,13 +215,19 @@ def worker(configs: list[tuple[str, str, int]], batch: dict, steps: int, mode: s
 # --------------------------------------------------------------------------------------------------
 # orchestrator
 # --------------------------------------------------------------------------------------------------
-def _run_worker(configs, batch, steps, threads: int, mode: str) -> list[dict]:
+def worker_env(threads: int, mode: str) -> dict:
+    """Environment of a measuring worker process (also used by bench/memory.py)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "BENCH_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     if mode == "mem":  # large blocks from mmap, returned when freed: RSS follows live memory
         env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="131072")
     if os.getloadavg()[0] > (os.cpu_count() or 1):
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads on a busy machine (see bench/lif.py)
+    return env
+
+
+def _run_worker(configs, batch, steps, threads: int, mode: str) -> list[dict]:
+    env = worker_env(threads, mode)
     arg = json.dumps({"configs": configs, "batch": batch, "steps": steps, "mode": mode})
     r = subprocess.run([sys.executable, __file__, "--worker", arg], env=env, capture_output=True, text=True)
     if r.returncode != 0:
