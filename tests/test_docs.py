@@ -32,6 +32,12 @@ pip install -e ".[docs]" && mkdocs build --strict
 ```
 <!-- /ci:docs -->"""
 
+CI_PEERS = """<!-- ci:peers -->
+```bash
+bash .ci/install_peers.sh && python -m pytest -q -m "peers and not slow and not gpu"
+```
+<!-- /ci:peers -->"""
+
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -44,8 +50,9 @@ def test_readme_is_a_landing_page_with_the_ci_blocks():
     assert CI_INSTALL in text, "README: the <!-- ci:install --> block must be exactly the one CI runs"
     assert CI_TEST in text, "README: the <!-- ci:test --> block must be exactly the one CI runs"
     assert CI_DOCS in text, "README: the <!-- ci:docs --> block (.ci/run builds the docs from it) is missing"
+    assert CI_PEERS in text, "README: the <!-- ci:peers --> block (.ci/run runs the peer tests from it) is missing"
     assert len(text.splitlines()) < 150, f"README has {len(text.splitlines())} lines; keep it a landing page"
-    for must in ("bash .ci/install_peers.sh && python -m pytest -q -m peers",
+    for must in ('bash .ci/install_peers.sh && python -m pytest -q -m "peers and not slow and not gpu"',
                  'pip install -e ".[docs]" && mkdocs build --strict'):
         assert must in text, f"README should mention `{must}`"
 
