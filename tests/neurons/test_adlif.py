@@ -213,19 +213,9 @@ def test_gradcheck_away_from_threshold(reset):
     assert not torch.autograd.gradcheck(f_wide, args, raise_exception=False)
 
 
-def test_recurrent_weight_gets_gradient_and_zero_weight_is_feed_forward():
+def test_recurrent_weight_gets_gradient_and_zero_weight_is_feed_forward(check_recurrent):
     x = torch.rand(20, 3, 5, generator=torch.Generator().manual_seed(7)) * 3.0
-    rec = AdLIF(tau=3.0, tau_w=20.0, recurrent=True, shape=5)
-    plain = AdLIF(tau=3.0, tau_w=20.0)
-    rec(x).spikes.sum().backward()
-    assert rec.w_rec.grad is not None and rec.w_rec.grad.abs().sum() > 0
-    with torch.no_grad():
-        rec.w_rec.zero_()
-    a, b = rec(x, record=True), plain(x, record=True)
-    assert torch.equal(a.spikes, b.spikes) and torch.equal(a.v, b.v)
-    with torch.no_grad():
-        rec.w_rec.fill_(1.0)
-    assert rec(x).spikes.sum() > b.spikes.sum()
+    check_recurrent(AdLIF(tau=3.0, tau_w=20.0, recurrent=True, shape=5), AdLIF(tau=3.0, tau_w=20.0), x, 1.0)
 
 
 # --- bad input ----------------------------------------------------------------------------------------
