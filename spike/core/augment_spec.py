@@ -36,10 +36,10 @@ AUGMENT_SPECS: dict[str, tuple[float, Callable[[float], str | None], str]] = {
     "drop_time": (0.1, _fraction, "fraction of the time bins"),
 }
 
-_LIBRARY_ONLY = {"cutmix": "cutmix mixes labels, which the losses (hard labels) cannot take; it is the library "
-                           "function spike.data.augment.cutmix, not a [data] augment name",
-                 "eventmix": "eventmix (label mixing) is spike.data.augment.cutmix(label_mix='events'), "
-                             "not a [data] augment name"}
+_LIBRARY_ONLY = {"cutmix": "cutmix mixes two samples and their labels, so it acts on batches, not on one sample: "
+                           "set [data] mix = \"cutmix\" (with mix_alpha, mix_prob) instead of an augment name",
+                 "eventmix": "eventmix mixes two samples and their labels, so it acts on batches, not on one sample: "
+                             "set [data] mix = \"eventmix\" (with mix_alpha, mix_prob) instead of an augment name"}
 
 
 def parse_augment_item(item) -> tuple[str, float]:

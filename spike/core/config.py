@@ -69,6 +69,10 @@ class DataConfig:
     val_fraction: float = 0.0
     # training-only augmentation of the binned samples (spike.data.augment), e.g. ["flip_x", "translate:4"]
     augment: tuple = ()
+    # batch mixing of the training batches (spike.data.augment.cutmix; loss-side label mix, bptt/sltt/sltt_k)
+    mix: str = "none"            # none | cutmix (lam = kept area) | eventmix (lam = kept share of the events)
+    mix_alpha: float = 1.0       # box size: 1 - lam ~ Beta(alpha, alpha)
+    mix_prob: float = 1.0        # probability that a training batch is mixed
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "contrast_threshold": _num(0, lo_open=True),
         "val_fraction": _num(0, 1, hi_open=True),
         "augment": _augment,
+        "mix_alpha": _num(0, lo_open=True),
+        "mix_prob": _num(0, 1),
     },
     "model": {
         "hidden": _sizes,
@@ -415,6 +421,7 @@ def _backend_names() -> tuple[str, ...]:
 #: (surrogates, losses, trainers, backends, model builders); ``tests/train/test_config_errors.py`` checks
 #: that each list equals what that code accepts, so they cannot drift apart.
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "data": {"mix": ("none", "cutmix", "eventmix")},
     "model": {
         "kind": ("mlp", "conv", "delay_mlp", "sew_resnet", "spiking_resnet", "max_resnet", "spikformer", "max_former"),
         "neuron": ("lif", "if", "ultralif", "ultradlif", "cubalif", "adlif"),

@@ -16,9 +16,10 @@ config name           frames                                 events
 ``drop_time[:r]``     zero round(r * T) consecutive bins     bin-aligned :func:`~spike.events.augment.drop_by_time`
 ====================  =====================================  ==========================================
 
-:func:`cutmix` mixes two samples of a batch and returns both labels and the mixing weight; the losses of
-:mod:`spike.train.losses` take hard labels, so it is a library function (with :meth:`MixedBatch.loss`,
-the loss-side mix ``lam * loss(y_a) + (1 - lam) * loss(y_b)``) and not a ``[data] augment`` name.
+:func:`cutmix` mixes two samples of a batch and returns both labels and the mixing weight, with
+:meth:`MixedBatch.loss` the loss-side mix ``lam * loss(y_a) + (1 - lam) * loss(y_b)``. It acts on batches,
+so it is not a ``[data] augment`` name: ``[data] mix = "cutmix" | "eventmix"`` makes the trainer apply it
+(:class:`~spike.train.Trainer` ``batch_mix``).
 
 Randomness: sample ``i`` of epoch ``e`` in a run with seed ``s`` draws from
 ``np.random.default_rng([SALT, s, e, i])`` (:func:`sample_rng`), so the result depends neither on the

@@ -135,7 +135,35 @@ def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
     raise ConfigError(f"[train] scheduler must be cosine, onecycle, step or none, got {t.scheduler!r}")
 
 
+MIX_METHODS = ("bptt", "sltt", "sltt_k")  # strategies whose only use of the labels is loss_fn(out, y)
+
+
+def check_mix(cfg: Config) -> None:
+    """``[data] mix`` needs a strategy that sees the labels only through the loss (the label mix is loss-side)."""
+    if cfg.data.mix == "none":
+        return
+    if cfg.train.method not in MIX_METHODS:
+        raise ConfigError(f"[data] mix = {cfg.data.mix!r} mixes labels through the loss, which method = "
+                          f"{cfg.train.method!r} does not train on (it uses the labels in its own local "
+                          f"objectives); use method = one of {list(MIX_METHODS)} or mix = 'none'")
+    if cfg.train.rcs_weight > 0:
+        raise ConfigError(f"[data] mix = {cfg.data.mix!r} cannot be combined with [train] rcs_weight > 0: the "
+                          f"cutoff regulariser needs one label per sample")
+
+
+def batch_mix_of(cfg: Config):
+    """The trainer's ``batch_mix(x, y, rng) -> MixedBatch`` for ``[data] mix``, or None."""
+    if cfg.data.mix == "none":
+        return None
+    from functools import partial
+
+    from spike.data.augment import cutmix
+
+    return partial(cutmix, alpha=cfg.data.mix_alpha, label_mix="area" if cfg.data.mix == "cutmix" else "events")
+
+
 def get_strategy(cfg: Config):
+    check_mix(cfg)
     if cfg.train.memory != "none" and cfg.train.method != "bptt":
         raise ConfigError(f"[train] memory = {cfg.train.memory!r} applies to method = 'bptt' only, "
                           f"got method = {cfg.train.method!r}")
@@ -364,7 +392,8 @@ def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, ou
                       seed=cfg.run.seed, grad_clip=cfg.train.grad_clip, device=dev, progress=cfg.run.progress,
                       checkpoint_every=cfg.train.checkpoint_every,
                       extra_state=extra, is_main=is_main, select=select, patience=cfg.train.patience,
-                      test_each_epoch=val is None or cfg.train.report_max_test)
+                      test_each_epoch=val is None or cfg.train.report_max_test,
+                      batch_mix=batch_mix_of(cfg), mix_prob=cfg.data.mix_prob)
     if ckpt is not None:
         trainer.restore(ckpt, out / "last.pt")
         ckpt = None  # free the loaded tensors

@@ -188,7 +188,7 @@ class Trainer:
                  device: str | torch.device = "cpu", progress: bool = True,
                  callbacks: Iterable[Any] = (), checkpoint_every: int = 1,
                  extra_state: dict | None = None, is_main: bool = True, select: str = "last", patience: int = 0,
-                 test_each_epoch: bool = True):
+                 test_each_epoch: bool = True, batch_mix: Callable[..., Any] | None = None, mix_prob: float = 1.0):
         if scheduler_interval not in ("epoch", "batch"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'batch', got {scheduler_interval!r}")
         if epochs < 1:
@@ -211,6 +211,9 @@ class Trainer:
         if patience and select == "last":
             raise ValueError("early stopping (patience > 0) needs a validation metric to select on")
         self.select, self.patience, self.test_each_epoch = select, patience, test_each_epoch
+        if not 0.0 <= mix_prob <= 1.0:
+            raise ValueError(f"mix_prob must be a probability in [0, 1], got {mix_prob!r}")
+        self.batch_mix, self.mix_prob = batch_mix, mix_prob
         self.selection: dict[str, Any] = {"metric": select, "best": None, "best_loss": None, "best_epoch": None,
                                           "bad_epochs": 0, "stopped_early_at": None}
         self._best_state: dict | None = None
@@ -244,19 +247,44 @@ class Trainer:
         bar = self._bar(loader, len(loader) if hasattr(loader, "__len__") else None, f"epoch {epoch + 1}")
         for step, batch in enumerate(bar):
             x, y = self._to_device(batch)
-            res = self.strategy.train_step(self.model, x, y, self.loss_fn, self.optimizer, self.grad_clip)
+            loss_fn, mixed = self._mix(x, y, epoch, step)
+            if mixed is not None:
+                x = mixed.x
+            res = self.strategy.train_step(self.model, x, y, loss_fn, self.optimizer, self.grad_clip)
             if not math.isfinite(res.loss):
                 raise FloatingPointError(f"loss became {res.loss} at epoch {epoch + 1}, batch {step}")
             if self.scheduler is not None and self.scheduler_interval == "batch":
                 self.scheduler.step()
             b = y.shape[0]
             total_loss += res.loss * b
-            correct += accuracy_count(self.loss_name, res.out, y)
+            if mixed is None:
+                correct += accuracy_count(self.loss_name, res.out, y)
+            else:  # credit each prediction with the weight of the label it matches
+                correct += (mixed.lam * accuracy_count(self.loss_name, res.out, mixed.y_a)
+                            + (1.0 - mixed.lam) * accuracy_count(self.loss_name, res.out, mixed.y_b))
             n += b
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{res.loss:.3f}", acc=f"{correct / n:.3f}")
             self.call("on_batch_end", step, res)
         return {"train_loss": total_loss / max(n, 1), "train_accuracy": correct / max(n, 1)}
+
+    def _mix(self, x: Tensor, y: Tensor, epoch: int, step: int):
+        """``(loss_fn, MixedBatch | None)`` for one training batch: with ``batch_mix``, the batch is mixed
+        with probability ``mix_prob`` using a generator seeded by ``(seed, epoch, step)`` (so resume and
+        reruns mix identically), and the loss becomes ``lam * loss(out, y_a) + (1 - lam) * loss(out, y_b)``."""
+        if self.batch_mix is None or self.mix_prob == 0.0:
+            return self.loss_fn, None
+        rng = np.random.default_rng([self.seed, epoch, step])
+        if rng.random() >= self.mix_prob:
+            return self.loss_fn, None
+        mixed = self.batch_mix(x, y, rng)
+        base = self.loss_fn
+
+        def mixed_loss(out: Tensor, _y: Tensor) -> Tensor:
+            return mixed.loss(base, out)
+
+        mixed_loss.__name__ = getattr(base, "__name__", "loss")  # strategies dispatch on the loss's name
+        return mixed_loss, mixed
 
     @torch.no_grad()
     def evaluate(self, loader, prefix: str = "test") -> dict[str, float]:

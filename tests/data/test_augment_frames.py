@@ -157,7 +157,7 @@ def test_cutmix_mixes_a_box_and_returns_the_label_mix():
     ("translate:-1", "whole number of pixels"),
     ("flip_x:2", "probability in [0, 1]"),
     ("drop_area:x", "must be a number"),
-    ("cutmix:0.5", "library function spike.data.augment.cutmix"),
+    ("cutmix:0.5", "set [data] mix"),
 ])
 def test_bad_augment_entry_is_one_config_error(item, words):
     with pytest.raises(ConfigError) as e:
