@@ -39,6 +39,14 @@ BACKENDS: dict[str, dict[str, str]] = {
         "reference": "spike.synapses.layers",
         "numba": "spike.backends.numba_linear",
     },
+    "cuba": {
+        "reference": "spike.neurons.cuba",
+        "numba": "spike.backends.numba_cuba",
+    },
+    "adlif": {
+        "reference": "spike.neurons.adlif",
+        "numba": "spike.backends.numba_adlif",
+    },
 }
 
 # Fast backends tried, in order, by backend="auto" on each device type (then "reference").

@@ -41,6 +41,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from spike.core.registry import resolve
 from spike.neurons.cuba import (check_backend, check_dt, check_finite_floats, check_layer_input, check_tau, decay,
                                 feature_shape, log_param, recurrent_weight)
 from spike.neurons.lif import DISCRETIZATIONS, RESETS, _check_choice, _reset
@@ -49,7 +50,7 @@ from spike.neurons.scan import scan
 from spike.surrogate import ATan, Surrogate, get_surrogate, spike_fn
 
 __all__ = ["AdLIFState", "AdLIFParams", "AdLIFDiscrete", "discretize", "init_state", "adlif_step",
-           "multi_step", "AdLIF", "A_RANGE", "B_RANGE"]
+           "multi_step", "supports", "AdLIF", "A_RANGE", "B_RANGE"]
 
 A_RANGE = (0.0, 1.0)  # the paper's range of the subthreshold coupling a
 B_RANGE = (0.0, 2.0)  # and of the spike-triggered increment b
@@ -148,6 +149,11 @@ def adlif_step(x: Tensor, state: AdLIFState, p: AdLIFDiscrete) -> tuple[Tensor, 
     return s, AdLIFState(u_new, w_new, s)
 
 
+def supports(p: AdLIFDiscrete, x: Tensor) -> str | None:
+    """The reference scan runs every configuration on every device and dtype."""
+    return None
+
+
 def multi_step(x: Tensor, state: AdLIFState | None, p: AdLIFDiscrete,
                record: bool = False) -> tuple[Tensor, AdLIFState, Tensor | None]:
     """SE-adLIF over ``x: [T, B, ...]`` (plain autograd through :func:`adlif_step`)."""
@@ -182,7 +188,8 @@ class AdLIF(nn.Module):
             (``a_raw``, ``b_raw``); the initial values must lie strictly inside those ranges.
         shape: feature shape after ``[T, B]``; per-neuron parameters when given.
         recurrent: add a learnable recurrent weight ``[N, N]``.
-        backend: ``"auto"`` or ``"reference"``.
+        backend: ``"auto"`` (numba on CPU when it supports the call, else the reference), ``"reference"``
+            or ``"numba"`` (:mod:`spike.backends.numba_adlif`; a configuration it cannot run raises).
 
     Example:
         >>> out = AdLIF(tau=10.0, tau_w=100.0, a=0.5, b=1.0)(torch.rand(8, 2, 3))
@@ -210,7 +217,7 @@ class AdLIF(nn.Module):
         else:
             self.a_raw = self.b_raw = None
         self.w_rec = recurrent_weight(self.shape) if recurrent else None
-        self.backend = check_backend(backend, "AdLIF")
+        self.backend = check_backend(backend, "AdLIF", "adlif", recurrent)
 
     @property
     def a(self) -> float | Tensor:
@@ -238,7 +245,8 @@ class AdLIF(nn.Module):
 
     def forward(self, x: Tensor, state: AdLIFState | None = None, record: bool = False) -> NeuronOutput:
         check_layer_input(self, x, state)
-        spikes, state, v = multi_step(x, state, discretize(self.params()), record)
+        p = discretize(self.params())
+        spikes, state, v = resolve("adlif", self.backend, p, x).multi_step(x, state, p, record)
         return NeuronOutput(spikes, state, v)
 
     def extra_repr(self) -> str:

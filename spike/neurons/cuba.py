@@ -44,16 +44,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from spike.core.registry import BACKENDS, resolve
 from spike.neurons.lif import DISCRETIZATIONS, RESET_TIMINGS, RESETS, _check_choice, _reset
 from spike.neurons.modules import NeuronOutput
 from spike.neurons.scan import check_finite, check_sequence, check_state, scan
 from spike.surrogate import ATan, Surrogate, get_surrogate, spike_fn
 
 __all__ = ["CubaState", "CubaParams", "CubaDiscrete", "decay", "discretize", "init_state", "cuba_step",
-           "multi_step", "CubaLIF", "REFERENCE_BACKENDS"]
+           "multi_step", "supports", "CubaLIF"]
 
-#: backends the neurons without a fused kernel accept (``auto`` resolves to the reference scan)
-REFERENCE_BACKENDS = ("auto", "reference")
 
 
 class CubaState(NamedTuple):
@@ -189,6 +188,11 @@ def cuba_step(x: Tensor, state: CubaState, p: CubaDiscrete) -> tuple[Tensor, Cub
     return s, CubaState(_reset(h, s.detach() if p.detach_reset else s, p), i_new, s)
 
 
+def supports(p: CubaDiscrete, x: Tensor) -> str | None:
+    """The reference scan runs every configuration on every device and dtype."""
+    return None
+
+
 def multi_step(x: Tensor, state: CubaState | None, p: CubaDiscrete,
                record: bool = False) -> tuple[Tensor, CubaState, Tensor | None]:
     """CUBA-LIF over ``x: [T, B, ...]`` (plain autograd through :func:`cuba_step`)."""
@@ -201,11 +205,19 @@ def multi_step(x: Tensor, state: CubaState | None, p: CubaDiscrete,
 # module shell (shared helpers are reused by spike.neurons.adlif)
 # --------------------------------------------------------------------------------------------------
 
-def check_backend(backend: str, name: str) -> str:
-    """Only the reference scan exists for this neuron; ``auto`` selects it."""
-    if backend not in REFERENCE_BACKENDS:
-        raise ValueError(f"{name} has only the reference implementation: backend must be one of "
-                         f"{REFERENCE_BACKENDS}, got {backend!r}")
+def check_backend(backend: str, name: str, model: str, recurrent: bool = False) -> str:
+    """Validate a layer's ``backend`` against the registered ones of ``model`` (``"cuba"``, ``"adlif"``).
+
+    ``auto`` picks the fused numba kernel on CPU when it supports the call (see
+    :func:`spike.core.registry.resolve`), else the reference scan. The numba kernels have no recurrent
+    weights, so ``backend="numba"`` with ``recurrent=True`` is refused here, at construction.
+    """
+    known = ("auto",) + tuple(BACKENDS[model])
+    if backend not in known:
+        raise ValueError(f"{name} backend must be one of {known}, got {backend!r}")
+    if backend == "numba" and recurrent:
+        raise ValueError(f"{name}: backend='numba' does not support recurrent=True (the fused kernel has no "
+                         f"recurrent weights); use backend='reference' or 'auto'")
     return backend
 
 
@@ -256,7 +268,8 @@ class CubaLIF(nn.Module):
             per neuron if ``shape`` is given, else scalar.
         shape: feature shape after ``[T, B]``; needed for per-neuron taus and ``recurrent``.
         recurrent: add a learnable recurrent weight ``[N, N]`` into the synaptic current.
-        backend: ``"auto"`` or ``"reference"`` (the only implementation).
+        backend: ``"auto"`` (numba on CPU when it supports the call, else the reference), ``"reference"``
+            or ``"numba"`` (:mod:`spike.backends.numba_cuba`; a configuration it cannot run raises).
 
     Example:
         >>> out = CubaLIF(tau=10.0, tau_syn=5.0)(torch.rand(8, 2, 3), record=True)
@@ -280,7 +293,7 @@ class CubaLIF(nn.Module):
         self.log_tau = log_param(tau, self.shape, "tau") if learn_tau else None
         self.log_tau_syn = log_param(tau_syn, self.shape, "tau_syn") if learn_tau else None
         self.w_rec = recurrent_weight(self.shape) if recurrent else None
-        self.backend = check_backend(backend, "CubaLIF")
+        self.backend = check_backend(backend, "CubaLIF", "cuba", recurrent)
 
     def params(self) -> CubaParams:
         """Current physical parameters (taus as tensors when learnable)."""
@@ -293,7 +306,8 @@ class CubaLIF(nn.Module):
 
     def forward(self, x: Tensor, state: CubaState | None = None, record: bool = False) -> NeuronOutput:
         check_layer_input(self, x, state)
-        spikes, state, v = multi_step(x, state, discretize(self.params()), record)
+        p = discretize(self.params())
+        spikes, state, v = resolve("cuba", self.backend, p, x).multi_step(x, state, p, record)
         return NeuronOutput(spikes, state, v)
 
     def extra_repr(self) -> str:

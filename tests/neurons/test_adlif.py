@@ -224,7 +224,8 @@ def test_recurrent_weight_gets_gradient_and_zero_weight_is_feed_forward(check_re
     (dict(reset="zero"), "reset must be one of"), (dict(tau_w=0.0), "tau_w must be > 0"),
     (dict(a=float("nan")), "a must be finite"), (dict(q=math.inf), "q must be finite"),
     (dict(learn_ab=True, a=1.0), r"keeps a in \(0, 1\)"), (dict(learn_ab=True, b=0.0), r"keeps b in \(0, 2\)"),
-    (dict(recurrent=True), "recurrent=True needs shape"), (dict(backend="numba"), "only the reference"),
+    (dict(recurrent=True), "recurrent=True needs shape"), (dict(backend="triton"), r"backend must be one of \('auto', 'reference', 'numba'\)"),
+    (dict(backend="numba", recurrent=True, shape=3), "does not support recurrent=True"),
     (dict(discretization="rk4"), "discretization must be one of"),
 ])
 def test_invalid_options_raise(kw, match):

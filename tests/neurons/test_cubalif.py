@@ -275,7 +275,8 @@ def test_recurrent_weight_gets_gradient_and_zero_weight_is_feed_forward(check_re
     (dict(reset="zero"), "reset must be one of"), (dict(reset_timing="late"), "reset_timing must be one of"),
     (dict(tau_syn=0.0), "tau_syn must be > 0"), (dict(tau=-1.0), "tau must be > 0"), (dict(dt=0.0), "dt must be"),
     (dict(v_th=float("nan")), "v_th must be finite"), (dict(recurrent=True), "recurrent=True needs shape"),
-    (dict(backend="numba"), "only the reference"), (dict(tau=math.inf, learn_tau=True), "finite initial"),
+    (dict(backend="triton"), r"backend must be one of \('auto', 'reference', 'numba'\)"),
+    (dict(backend="numba", recurrent=True, shape=3), "does not support recurrent=True"), (dict(tau=math.inf, learn_tau=True), "finite initial"),
 ])
 def test_invalid_options_raise(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -110,8 +110,8 @@ def test_bad_new_neuron_keys_are_config_errors(model, match):
 def test_adlif_rejects_deferred_reset_and_kernels_clearly():
     with pytest.raises(ConfigError, match=r"\[model\] adlif: .*reset_timing must be 'immediate'"):
         build_model(ModelConfig(neuron="adlif", reset_timing="deferred"), (4,), 2)
-    with pytest.raises(ConfigError, match=r"\[model\] cubalif: .*only the reference"):
-        build_model(ModelConfig(neuron="cubalif", backend="numba"), (4,), 2)
+    with pytest.raises(ConfigError, match=r"\[model\] cubalif: .*backend='numba' does not support recurrent=True"):
+        build_model(ModelConfig(neuron="cubalif", backend="numba", recurrent=True), (4,), 2)
 
 
 _TRAINERS_CFG = """[run]
