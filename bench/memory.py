@@ -7,7 +7,9 @@ LIF and sparse Linear on the CPU):
   ``B = 16``, 5% input events;
 * ``mlp``: 700 → 256 → 256 → 20 (Linear + LIF twice, Linear + LI readout), ``B = 64``, 5% input spikes.
 
-Modes: ``none`` (plain BPTT), ``packed``, ``checkpoint`` (chunks of ``ceil(sqrt(T))`` steps), ``mesa8``.
+Modes: ``none`` (plain BPTT), ``packed``, ``checkpoint`` (chunks of ``ceil(sqrt(T))`` steps), ``mesa8``;
+plus, on the ``mlp`` batch at the reference T, ``noprop`` (``method = "noprop"``: NoProp-DT, 10 denoise
+blocks of 700-256-256, each trained from its own local loss; ``--no-noprop`` skips it).
 
 Memory is measured exactly as in ``bench/sltt.py``: what one training step adds on top of the model,
 optimiser state and input batch, as the peak resident set size during the step minus the resident size
@@ -25,6 +27,7 @@ Usage::
     python bench/memory.py            # T = 25, 50, 100 (a few minutes on 2 cores)
     python bench/memory.py --quick    # T = 25 only, 2 timed rounds
     python bench/memory.py --t 25 50 100 200
+    python bench/memory.py --t 100 --nets conv   # the conv net at T = 100 only
 
 Ends with one JSON line (``"bench": "memory"``).
 """
@@ -47,15 +50,30 @@ from sltt import _HWM, _can_reset_hwm, _status_kb, worker_env  # noqa: E402,F401
 from sltt import _build as _build_sltt  # noqa: E402
 
 
-def _build(net: str, n_steps: int, batch: int, device):
-    """bench/sltt.py's nets, seeds and inputs (so the two benches measure the same steps)."""
+def _build(net: str, n_steps: int, batch: int, device, mode: str = "none"):
+    """bench/sltt.py's nets, seeds and inputs (so the two benches measure the same steps); ``mode =
+    "noprop"``: the NoProp-DT net (``spike.train.noprop``, 10 blocks of 700-256-256 as the trainer
+    builds it for ``method = "noprop"``) on the same batch."""
     model, opt, _, x, y = _build_sltt(net, "bptt", n_steps, batch, device)
+    if mode == "noprop":
+        import torch
+
+        from spike.core.config import ModelConfig
+
+        torch.manual_seed(0)
+        model = _strategy(mode).build_model(ModelConfig(kind="mlp", hidden=(256, 256), tau=10.0, dropout=0.0),
+                                            (700,), 20).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     return model, opt, x, y
 
 
 def _strategy(mode: str):
     from spike.train.strategy import BPTT
 
+    if mode == "noprop":
+        from spike.train.noprop import NoProp
+
+        return NoProp()
     return BPTT(memory=mode)
 
 
@@ -68,7 +86,7 @@ def measure_mem(net: str, mode: str, n_steps: int, reset_hwm: bool) -> dict:
     from spike.train.losses import get_loss
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, opt, x, y = _build(net, n_steps, BATCH[net], dev)
+    model, opt, x, y = _build(net, n_steps, BATCH[net], dev, mode)
     st, loss_fn = _strategy(mode), get_loss("per_step")
 
     def step():
@@ -96,7 +114,7 @@ def measure_mem(net: str, mode: str, n_steps: int, reset_hwm: bool) -> dict:
     return row
 
 
-def measure_times(net: str, n_steps: int, rounds: int) -> list[dict]:
+def measure_times(net: str, n_steps: int, rounds: int, modes: tuple[str, ...] = MODES) -> list[dict]:
     import gc
 
     import torch
@@ -105,7 +123,7 @@ def measure_times(net: str, n_steps: int, rounds: int) -> list[dict]:
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loss_fn = get_loss("per_step")
-    setups = {m: (_build(net, n_steps, BATCH[net], dev), _strategy(m)) for m in MODES}
+    setups = {m: (_build(net, n_steps, BATCH[net], dev, m), _strategy(m)) for m in modes}
 
     def step(m):
         (model, opt, x, y), st = setups[m]
@@ -115,14 +133,14 @@ def measure_times(net: str, n_steps: int, rounds: int) -> list[dict]:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    for m in MODES:
+    for m in modes:
         step(m)
-    times: dict[str, list[float]] = {m: [] for m in MODES}
+    times: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(rounds):
-        for m in MODES[r % len(MODES):] + MODES[:r % len(MODES)]:
+        for m in modes[r % len(modes):] + modes[:r % len(modes)]:
             gc.collect()
             times[m].append(step(m))
-    return [{"net": net, "mode": m, "T": n_steps, "ms": 1000 * statistics.median(times[m])} for m in MODES]
+    return [{"net": net, "mode": m, "T": n_steps, "ms": 1000 * statistics.median(times[m])} for m in modes]
 
 
 def measure_grads(net: str, n_steps: int) -> dict:
@@ -170,8 +188,8 @@ def worker(spec: dict) -> None:
         for net, mode, n_steps in spec["configs"]:
             print("ROW " + json.dumps(measure_mem(net, mode, n_steps, reset)), flush=True)
     elif spec["mode"] == "time":
-        for net, n_steps in spec["configs"]:
-            for row in measure_times(net, n_steps, spec["rounds"]):
+        for net, n_steps, modes in spec["configs"]:
+            for row in measure_times(net, n_steps, spec["rounds"], tuple(modes)):
                 print("ROW " + json.dumps(row), flush=True)
     else:
         for net, n_steps in spec["configs"]:
@@ -193,6 +211,8 @@ def main() -> None:
     ap.add_argument("--t", type=int, nargs="+", default=None, help="time steps (default 25 50 100)")
     ap.add_argument("--steps", type=int, default=5, help="timed rounds (median)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--nets", nargs="+", default=["conv", "mlp"], choices=["conv", "mlp"])
+    ap.add_argument("--no-noprop", action="store_true", help="skip the NoProp-DT row (mlp, T_ref)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -205,12 +225,15 @@ def main() -> None:
     rows: list[dict] = []
     grads = {}
     isolate = not _can_reset_hwm()
-    for net in ("conv", "mlp"):
-        configs = [(net, m, t) for t in t_list for m in MODES]
+    for net in args.nets:
+        modes_at = {t: MODES + (("noprop",) if net == "mlp" and t == t_ref and not args.no_noprop else ())
+                    for t in t_list}
+        configs = [(net, m, t) for t in t_list for m in modes_at[t]]
         mem = []
         for group in ([[c] for c in configs] if isolate else [configs]):
             mem += _run_worker({"mode": "mem", "configs": group}, args.threads)
-        timed = _run_worker({"mode": "time", "configs": [(net, t) for t in t_list], "rounds": rounds}, args.threads)
+        timed = _run_worker({"mode": "time", "configs": [(net, t, modes_at[t]) for t in t_list], "rounds": rounds},
+                            args.threads)
         ms = {(r["mode"], r["T"]): r["ms"] for r in timed}
         for r in mem:
             r["ms"] = ms[(r["mode"], r["T"])]
@@ -232,17 +255,16 @@ def main() -> None:
                     "forward_identical_all_modes": int(all(g[f"{m}_forward_identical"] for g in grads.values()
                                                            for m in MODES[1:])),
                     "mesa8_grad_cosine": round(min(g["mesa8_grad_cosine"] for g in grads.values()), 9),
-                    "mesa8_grad_cosine_conv": round(grads["conv"]["mesa8_grad_cosine"], 9),
-                    "mesa8_grad_cosine_mlp": round(grads["mlp"]["mesa8_grad_cosine"], 9),
                     "checkpoint_grad_max_rel": max(g["checkpoint_grad_max_rel"] for g in grads.values())}
-    for net in ("conv", "mlp"):
-        for mode in MODES[1:]:
+    for net in args.nets:
+        result[f"mesa8_grad_cosine_{net}"] = round(grads[net]["mesa8_grad_cosine"], 9)
+        for mode in MODES[1:] + (("noprop",) if net == "mlp" and not args.no_noprop else ()):
             mem = get(net, mode, t_ref, "cpu_mb") / get(net, "none", t_ref, "cpu_mb")
             tim = get(net, mode, t_ref, "ms") / get(net, "none", t_ref, "ms")
             result[f"{mode}_mem_ratio_{net}_T{t_ref}"] = round(mem, 4)
             result[f"{mode}_time_ratio_{net}_T{t_ref}"] = round(tim, 4)
-    result["plain_mb_conv"] = round(get("conv", "none", t_ref, "cpu_mb"), 1)
-    result["plain_ms_conv"] = round(get("conv", "none", t_ref, "ms"), 1)
+        result[f"plain_mb_{net}"] = round(get(net, "none", t_ref, "cpu_mb"), 1)
+        result[f"plain_ms_{net}"] = round(get(net, "none", t_ref, "ms"), 1)
     print(f"({time.perf_counter() - t0:.0f} s)")
     print(json.dumps(result))
 

@@ -3,9 +3,9 @@ r"""Fused CPU LIF backend (registered as ``"numba"``): one numba loop forward, o
 The input ``x: [T, B, *features]`` is viewed as ``[T, M]`` with ``M = B * prod(features)``. Both
 kernels split the ``M`` neurons into chunks (spread over ``torch.get_num_threads()`` threads for
 large inputs); each chunk keeps its membrane in a small local array and walks the time axis inside,
-so a step costs one read of ``x_t`` and one write of ``s_t`` (plus ``h_t`` when a gradient is
-needed). The backward pass writes ``dL/dx`` over the saved ``h``, so a forward+backward allocates
-two ``[T, M]`` buffers in all (fresh large buffers are costly: every page faults on first touch).
+so a step costs one read of ``x_t`` and one write of ``s_t``. The forward pass allocates only its
+outputs; the backward pass allocates ``dL/dx``, or writes it over ``x`` when ``x`` is a copy that a
+saved-tensor hook restored for this backward (``spike.train.memory``'s ``packed``/``mesa8``).
 
 The forward pass repeats the operations of :func:`spike.neurons.lif.lif_step` in the same order and
 in ``x``'s dtype, so spikes are bit-identical to the reference:
@@ -17,9 +17,11 @@ in ``x``'s dtype, so spikes are bit-identical to the reference:
 
 with every reset written as :math:`R(h, s) = h (1 - a s) - b s` (subtract: :math:`a=0, b=v_\text{th}`;
 to_value: :math:`a=1, b=-v_\text{reset}`; none: :math:`a=b=0`), which is exact for :math:`s \in \{0,1\}`.
-Only the pre-reset membrane ``h: [T, M]`` is saved; the backward pass (BPTT) recomputes spikes, the
-previous membrane and the surrogate derivative :math:`\sigma'(h_t - v_\text{th})` from it and walks
-time in reverse:
+Saved for backward are the input ``x`` and the output spikes as bits (1/32 of a float32 tensor) but
+no membrane: the backward kernel recomputes each neuron chunk's pre-reset membranes ``h`` (bit-identical,
+the resets taken from the saved spikes) into a local ``[T, chunk]`` buffer, then the surrogate
+derivative :math:`\sigma'(h_t - v_\text{th})` and the previous membrane from them, and walks time in
+reverse:
 
 .. math::
     \bar h_t = \bar v_t \frac{\partial R}{\partial h}
@@ -57,7 +59,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without numba
 else:
     _NUMBA_MISSING = None
 
-__all__ = ["supports", "multi_step", "multi_step_spatial"]
+__all__ = ["supports", "multi_step", "multi_step_spatial", "private_restores"]
 
 _SURROGATES = {"atan": 0, "sigmoid": 1, "fast_sigmoid": 2, "triangle": 3}
 _DTYPES = (torch.float32, torch.float64)
@@ -66,6 +68,23 @@ _NP_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 _VTH, _VRESET, _VREST, _ONE, _ZERO, _RA, _RB, _KD, _SG1, _SG2 = range(10)
 _CHUNK_BYTES = 16384  # contiguous bytes per time row of one work item
 _PARALLEL_MIN = 1 << 20  # T * M from which the neurons are split over torch.get_num_threads() threads
+
+
+_PRIVATE = threading.local()
+
+
+class private_restores:  # noqa: N801 - used as a context manager, like torch's
+    """Context under which every saved tensor comes back as a fresh copy, private to one backward
+    (``spike.train.memory``'s ``packed``/``mesa8`` hooks pack each save separately and unpack into a
+    new buffer): the backward pass may then write ``dL/dx`` over the restored ``x``."""
+
+    def __enter__(self):
+        _PRIVATE.depth = getattr(_PRIVATE, "depth", 0) + 1
+        return self
+
+    def __exit__(self, *exc):
+        _PRIVATE.depth -= 1
+        return False
 
 
 def supports(p: LIFDiscrete, x: Tensor) -> str | None:
@@ -175,7 +194,7 @@ def _multi_step(x: Tensor, state: LIFState | None, p: LIFDiscrete, record: bool,
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x2, v0, s0, beta_m, gain_m)):
         spikes, v_t, s_t, trace = _LIFFunction.apply(x2, v0, s0, beta_m, gain_m, cfg, record)
     else:  # inference: no autograd node, no saved membrane
-        spikes, v_t, s_t, trace, _ = _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record, save_h=False)
+        spikes, v_t, s_t, trace, _ = _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record)
     final = LIFState(v_t.view(step_shape), s_t.view(step_shape))
     return spikes.view(x.shape), final, (trace.view(x.shape) if record else None)
 
@@ -212,36 +231,44 @@ def _config(p: LIFDiscrete, dtype: torch.dtype, T: int, M: int, temporal: bool =
 
 
 class _LIFFunction(torch.autograd.Function):
-    """``(x [T,M], v0 [M], s0 [M], beta [M], gain [M]) -> (spikes [T,M], v_T [M], s_T [M], trace)``."""
+    """``(x [T,M], v0 [M], s0 [M], beta [M], gain [M]) -> (spikes [T,M], v_T [M], s_T [M], trace)``.
+
+    Saves the input ``x``, the output spikes as bits (uint8 ``[T, ceil(M/8)]``, written by the forward
+    kernel) and the ``[M]`` state and coefficients, no membrane: the backward kernel recomputes each
+    neuron chunk's pre-reset membrane from them into a small local buffer, the resets taken from the
+    saved spikes. The forward pass thus allocates no float ``[T, M]`` buffer beyond its outputs; under
+    ``spike.train.memory``'s ``mesa8`` hooks ``x`` is stored in 8 bits.
+    """
 
     @staticmethod
     def forward(ctx, x2, v0, s0, beta_m, gain_m, cfg, record):  # type: ignore[override]
-        spikes, v_t, s_t, trace, h = _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record, save_h=True)
-        ctx.save_for_backward(x2, h, v0, s0, beta_m, gain_m)
+        spikes, v_t, s_t, trace, bits = _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record, save_bits=True)
+        ctx.save_for_backward(x2, bits, v0, s0, beta_m, gain_m)
+        # backward may write dL/dx over a private restored copy of x, never over x itself
+        ctx.x_ptr = x2.data_ptr() if getattr(_PRIVATE, "depth", 0) > 0 else None
         ctx.cfg = cfg
-        ctx.h_overwritten = False
         ctx.set_materialize_grads(False)
         return spikes, v_t, s_t, (trace if record else trace[:0])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_spikes, g_v, g_s, g_trace):  # type: ignore[override]
-        x2, h, v0, s0, beta_m, gain_m = ctx.saved_tensors
+        x2, bits, v0, s0, beta_m, gain_m = ctx.saved_tensors
         cst, sg_kind, deferred, chunk, nthreads, temporal = ctx.cfg
         T, M = x2.shape
-        if ctx.h_overwritten:  # a second backward (retain_graph=True): the first one reused h for dL/dx
-            h = _run_forward(x2, v0, s0, beta_m, gain_m, ctx.cfg, False, save_h=True)[4]
         gs, has_gs = _time_grad(g_spikes, M, x2.dtype)
         gtr, has_gtr = _time_grad(g_trace, M, x2.dtype)
         gvT = g_v.contiguous() if g_v is not None else _full(M, 0.0, x2.dtype)
         gsT = g_s.contiguous() if g_s is not None else _full(M, 0.0, x2.dtype)
         need = ctx.needs_input_grad
-        # dL/dx_t goes to row t+1 of h's [T+1, M] buffer: h_{t+1} is dead once step t+1 is done, and
-        # writing a row that the current step does not read keeps the loops free of aliasing
-        gx = h.as_strided((T, M), (M, 1), h.storage_offset() + M)
-        ctx.h_overwritten = True
+        # dL/dx over x when x is a private copy restored by spike.train.memory's hooks (read by the
+        # kernel before it is overwritten, column range by column range); the gain gradient reads x
+        # after dL/dx is written, so it needs a separate buffer
+        restored = (ctx.x_ptr is not None and x2.data_ptr() != ctx.x_ptr and x2.is_contiguous()
+                    and not need[4])
+        gx = x2 if restored else _empty((T, M), x2.dtype)
         gv0, gs0, gb, gg = (torch.empty_like(v0) for _ in range(4))
-        head = (_np(x2), h.numpy(), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, sg_kind, deferred,
+        head = (_np(x2), bits.numpy(), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, sg_kind, deferred,
                 temporal, has_gs, has_gtr, int(need[3]), int(need[4]), chunk)
         tail = (_np(gs), _np(gtr), _np(gvT), _np(gsT), gx.numpy(), gv0.numpy(), gs0.numpy(), gb.numpy(),
                 gg.numpy())
@@ -252,24 +279,22 @@ class _LIFFunction(torch.autograd.Function):
                 gb if need[3] else None, gg if need[4] else None, None, None)
 
 
-def _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record: bool, save_h: bool):
-    """Allocate the outputs and run the forward kernel: ``(spikes, v_T, s_T, trace, h)``.
-
-    ``trace`` and ``h`` are ``[T, M]`` when recorded/saved, else a ``[1, M]`` scratch row; a saved
-    ``h`` sits in rows 0..T-1 of a ``[T+1, M]`` buffer whose rows 1..T the backward reuses for dL/dx.
-    """
+def _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record: bool, save_bits: bool = False):
+    """Allocate the outputs and run the forward kernel: ``(spikes, v_T, s_T, trace, bits)`` (``trace``
+    is ``[T, M]`` when recorded, else a ``[1, M]`` scratch row; ``bits``: the spikes as a uint8
+    ``[T, ceil(M / 8)]`` bit array when saved, else a scratch row)."""
     cst, sg_kind, deferred, chunk, nthreads, _ = cfg
     T, M = x2.shape
     spikes = _empty_like(x2)
-    h = _empty((T + 1, M), x2.dtype)[:T] if save_h else torch.empty(1, M, dtype=x2.dtype)
+    bits = torch.empty(T if save_bits else 1, (M + 7) // 8, dtype=torch.uint8)
     trace = _empty_like(x2) if record else torch.empty(1, M, dtype=x2.dtype)
     v_t = torch.empty_like(v0)
     s_t = torch.empty_like(v0)
-    head = (_np(x2), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, deferred, int(record), int(save_h),
+    head = (_np(x2), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, deferred, int(record), int(save_bits),
             chunk)
-    tail = (spikes.numpy(), h.numpy(), trace.numpy(), v_t.numpy(), s_t.numpy())
+    tail = (spikes.numpy(), bits.numpy(), trace.numpy(), v_t.numpy(), s_t.numpy())
     _launch(lambda c0, c1: _fwd_chunks(*head, c0, c1, *tail), -(-M // chunk), nthreads)
-    return spikes, v_t, s_t, trace, h
+    return spikes, v_t, s_t, trace, bits
 
 
 def _launch(run, n_chunks: int, nthreads: int) -> None:
@@ -358,11 +383,14 @@ if numba is not None:
     _JIT = dict(cache=True, fastmath=False, error_model="numpy")  # exact IEEE order, no zero-div checks
 
     @njit(**_JIT)
-    def _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_h, lo, hi,
-                   spikes, hsave, trace, v_out, s_out):  # pragma: no cover - compiled
-        # neurons lo:hi over all steps. x, spikes: [T, M]; hsave/trace: [T, M] when saved/recorded,
-        # else a [1, M] scratch row. Rows are sliced per step (xt = x[t, lo:hi]): 1-D loops vectorise.
+    def _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, lo, hi,
+                   spikes, sbits, trace, v_out, s_out):  # pragma: no cover - compiled
+        # neurons lo:hi over all steps (lo a multiple of 8). x, spikes: [T, M]; trace: [T, M] when
+        # recorded, else a [1, M] scratch row; sbits: the spikes as bits [T, ceil(M/8)] (neuron m in
+        # bit m % 8 of byte m // 8) when saved, else a scratch row. Rows are sliced per step
+        # (xt = x[t, lo:hi]): 1-D loops vectorise.
         T = x.shape[0]
+        n = hi - lo
         vth, vr, one, zero, ra, rb = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO], cst[_RA], cst[_RB]
         b = beta[lo:hi]
         g = gain[lo:hi]
@@ -371,46 +399,92 @@ if numba is not None:
         for t in range(T):
             xt = x[t, lo:hi]
             st = spikes[t, lo:hi]
-            ht = hsave[t * save_h, lo:hi]
             rt = trace[t * record, lo:hi]
             if deferred:
-                for j in range(hi - lo):
+                for j in range(n):
                     sp = s[j]
                     leak = vr + b[j] * (v[j] - vr)
                     hh = (leak * (one - sp * ra) - sp * rb) + g[j] * xt[j]
                     sn = one if hh - vth >= zero else zero
                     st[j] = sn
-                    ht[j] = hh
                     rt[j] = hh
                     v[j] = hh
                     s[j] = sn
             else:
-                for j in range(hi - lo):
+                for j in range(n):
                     leak = vr + b[j] * (v[j] - vr)
                     hh = leak + g[j] * xt[j]
                     sn = one if hh - vth >= zero else zero
                     st[j] = sn
-                    ht[j] = hh
                     vn = hh * (one - sn * ra) - sn * rb
                     rt[j] = vn
                     v[j] = vn
                     s[j] = sn
+            if save_bits:
+                _tobits(st, sbits[t], lo, zero)
         v_out[lo:hi] = v
         s_out[lo:hi] = s
 
     @njit(**_JIT)
-    def _bwd_chunk(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb, need_gg,
-                   lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover - compiled
-        # neurons lo:hi, time reversed. h: [T, M] pre-reset membrane; gx: [T, M], which may be the
-        # rows 1..T of h's buffer (row t+1 of h is dead by step t); gs/gtr: [T, M] or one [1, M] row
-        # (has_* = 0); the rest [M]. Few passes per step: each extra pass costs as much as the math.
-        # temporal = 0 (SLTT): the carries to step t-1 (gv, gsc) are dropped after every step.
+    def _tobits(st, row, lo, zero):  # pragma: no cover - compiled
+        # spikes st (neurons lo..lo+len-1, lo a multiple of 8) into their bytes of the bit row
+        n = st.shape[0]
+        b0 = lo >> 3
+        for k in range((n + 7) >> 3):
+            byte = 0
+            for q in range(8):
+                j = 8 * k + q
+                if j < n and st[j] != zero:
+                    byte |= 1 << q
+            row[b0 + k] = byte
+
+    @njit(**_JIT)
+    def _unbits(row, lo, out, one, zero):  # pragma: no cover - compiled
+        for j in range(out.shape[0]):
+            m = lo + j
+            out[j] = one if (row[m >> 3] >> (m & 7)) & 1 else zero
+
+    @njit(**_JIT)
+    def _bwd_chunk(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+                   need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
+        # neurons lo:hi, time reversed. x: the saved input [T, M]; spk: the saved spikes as bits
+        # [T, ceil(M/8)] (see _fwd_chunk); gx: [T, M], which
+        # may be x's own buffer (x[:, lo:hi] is read into the local membrane before gx[:, lo:hi] is
+        # written); gs/gtr: [T, M] or one [1, M] row (has_* = 0); the rest [M]. Few passes per step:
+        # each extra pass costs as much as the math. temporal = 0 (SLTT): the carries to step t-1
+        # (gv, gsc) are dropped after every step.
         T = x.shape[0]
         n = hi - lo
         vth, vr, one, zero = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO]
         ra, rb, kd, c1, c2 = cst[_RA], cst[_RB], cst[_KD], cst[_SG1], cst[_SG2]
         b = beta[lo:hi]
         g = gain[lo:hi]
+        # pre-reset membrane of every step, recomputed with the forward's operations in its order and
+        # the resets of the saved spikes (bit-identical to the forward's for an exact x)
+        hb = np.empty((T, n), x.dtype)
+        st = np.empty(n, x.dtype)  # spikes s_t
+        spp = np.empty(n, x.dtype)  # spikes s_{t-1}
+        v = v0[lo:hi].copy()
+        s = s0[lo:hi].copy()
+        for t in range(T):
+            xt = x[t, lo:hi]
+            _unbits(spk[t], lo, st, one, zero)
+            hr = hb[t]
+            if deferred:
+                for j in range(n):
+                    sp_ = s[j]
+                    leak = vr + b[j] * (v[j] - vr)
+                    hh = (leak * (one - sp_ * ra) - sp_ * rb) + g[j] * xt[j]
+                    hr[j] = hh
+                    v[j] = hh
+                    s[j] = st[j]
+            else:
+                for j in range(n):
+                    leak = vr + b[j] * (v[j] - vr)
+                    hh = leak + g[j] * xt[j]
+                    hr[j] = hh
+                    sn = st[j]
+                    v[j] = hh * (one - sn * ra) - sn * rb
         gv = gvT[lo:hi].copy()   # dL/d(state v) flowing back into step t
         gsc = gsT[lo:hi].copy()  # dL/d(s_t) from outside the step (final state, deferred reset)
         sg = np.empty(n, x.dtype)  # surrogate derivative at step t
@@ -421,10 +495,11 @@ if numba is not None:
         gbl = np.zeros(n, x.dtype)
         ggl = np.zeros(n, x.dtype)
         for t in range(T - 1, -1, -1):
-            ht = h[t, lo:hi]
+            ht = hb[t]
+            snt = st
+            _unbits(spk[t], lo, snt, one, zero)
             gst = gs[t * has_gs, lo:hi]
             grt = gtr[t * has_gtr, lo:hi]
-            gxt = gx[t, lo:hi]
             # surrogate derivative at u = h - v_th (same formulas as spike.surrogate)
             if sg_kind == 0:
                 for j in range(n):
@@ -442,22 +517,26 @@ if numba is not None:
                 for j in range(n):
                     w = one - abs(ht[j] - vth) / c1
                     sg[j] = (w if w > zero else zero) / c1
-            # state before step t, recomputed from the saved pre-reset membrane
+            # state before step t
             if deferred or need_gb:
                 if t == 0:
                     vp[:] = v0[lo:hi]
                     sp[:] = s0[lo:hi]
                 elif deferred:
-                    hp = h[t - 1, lo:hi]
+                    hp = hb[t - 1]
+                    _unbits(spk[t - 1], lo, spp, one, zero)
                     for j in range(n):
                         vp[j] = hp[j]
-                        sp[j] = one if hp[j] - vth >= zero else zero
+                        sp[j] = spp[j]
                 else:
-                    hp = h[t - 1, lo:hi]
+                    hp = hb[t - 1]
+                    _unbits(spk[t - 1], lo, spp, one, zero)
                     for j in range(n):
-                        sq = one if hp[j] - vth >= zero else zero
+                        sq = spp[j]
                         vp[j] = hp[j] * (one - sq * ra) - sq * rb
                         sp[j] = sq
+            xt = x[t, lo:hi]  # read only for the gain gradient, when gx is a separate buffer
+            gxt = gx[t, lo:hi]
             if deferred:
                 for j in range(n):
                     gg = gv[j] + grt[j] + sg[j] * (gst[j] + gsc[j])
@@ -471,7 +550,7 @@ if numba is not None:
             else:
                 for j in range(n):
                     hh = ht[j]
-                    sn = one if hh - vth >= zero else zero
+                    sn = snt[j]
                     gvt = gv[j] + grt[j]
                     gg = gvt * (one - sn * ra) + sg[j] * ((gst[j] + gsc[j]) + kd * gvt * (-(hh * ra) - rb))
                     gxt[j] = gg * g[j]
@@ -485,7 +564,6 @@ if numba is not None:
                 for j in range(n):
                     gbl[j] += gl[j] * (vp[j] - vr)
             if need_gg:
-                xt = x[t, lo:hi]
                 dh = gh if deferred else gl
                 for j in range(n):
                     ggl[j] += dh[j] * xt[j]
@@ -495,17 +573,17 @@ if numba is not None:
         gg_out[lo:hi] = ggl
 
     @njit(nogil=True, **_JIT)
-    def _fwd_chunks(x, v0, s0, beta, gain, cst, deferred, record, save_h, chunk, c0, c1,
-                    spikes, hsave, trace, v_out, s_out):  # pragma: no cover - compiled
+    def _fwd_chunks(x, v0, s0, beta, gain, cst, deferred, record, save_bits, chunk, c0, c1,
+                    spikes, sbits, trace, v_out, s_out):  # pragma: no cover - compiled
         M = x.shape[1]
         for c in range(c0, c1):
-            _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_h, c * chunk,
-                       min(M, (c + 1) * chunk), spikes, hsave, trace, v_out, s_out)
+            _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, c * chunk,
+                       min(M, (c + 1) * chunk), spikes, sbits, trace, v_out, s_out)
 
     @njit(nogil=True, **_JIT)
-    def _bwd_chunks(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+    def _bwd_chunks(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
                     need_gg, chunk, c0, c1, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
         M = x.shape[1]
         for c in range(c0, c1):
-            _bwd_chunk(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+            _bwd_chunk(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
                        need_gg, c * chunk, min(M, (c + 1) * chunk), gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)

@@ -24,7 +24,8 @@ autograd ``Function`` (built-in ops and the numba kernels' ``ctx.save_for_backwa
 it. Tensors stay as they are when small (under :data:`MIN_NUMEL` elements), when they are leaves that
 require a gradient (parameters), or when their storage layout cannot be rebuilt (views into a much
 larger buffer). A restored tensor gets the saved tensor's size, strides, storage offset and storage
-size, so kernels that reuse the rest of a saved buffer (the numba LIF writes ``dL/dx`` there) still can.
+size, so kernels that reuse the rest of a saved buffer still can; every unpack makes a fresh buffer, private
+to the backward that asked for it (the numba LIF writes ``dL/dx`` over its restored input).
 """
 
 from __future__ import annotations
@@ -322,7 +323,9 @@ def saved_tensor_hooks(mode: str, stats: dict | None = None):
             row[2] += _nbytes(rec)
         return rec
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack_tensor):
+    from spike.backends.numba_lif import private_restores  # every unpack below makes a fresh buffer
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack_tensor), private_restores():
         yield
 
 

@@ -187,7 +187,7 @@ def test_partial_losses(which):
 
 
 def test_second_backward_with_retain_graph():
-    """The first backward reuses the saved membrane for dL/dx; a second one must recompute it."""
+    """Two backward passes over one graph (nothing saved is overwritten by the first) agree."""
     x = (torch.randn(12, 2, 9, generator=torch.Generator().manual_seed(2)) + 0.5).requires_grad_()
     p = F.discretize(F.LIFParams(tau=4.0, surrogate=Sigmoid()))
     w = torch.randn(12, 2, 9, generator=torch.Generator().manual_seed(3))
@@ -271,3 +271,75 @@ def test_supports_reasons():
     assert "promote" in NB.supports(promoting, x)
     with pytest.raises(BackendError, match="state"):
         NB.multi_step(x, F.LIFState(torch.zeros(2, 5, dtype=torch.float64), torch.zeros(2, 5)), p)
+
+
+def _saved_by_lif(x, p):
+    """Every tensor the numba LIF saves for backward (recorded by a pack hook), after one forward."""
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        spikes, state, _ = NB.multi_step(x, None, p)
+    return saved, spikes
+
+
+@pytest.mark.parametrize("learn_gain", [False, True], ids=["fixed", "learnable_tau"])
+def test_saves_input_and_spike_bits_only(learn_gain):
+    """What backward keeps: the input x itself (no copy), the spikes as bits and [M] vectors; no
+    membrane or other float [T, M] buffer, with or without a learnable tau."""
+    T, B, N = 7, 3, 13  # M = 39: not a multiple of 8
+    x = (torch.randn(T, B, N, generator=torch.Generator().manual_seed(8)) + 0.6).requires_grad_()
+    tau = torch.tensor(4.0, requires_grad=True) if learn_gain else 4.0
+    p = F.discretize(F.LIFParams(tau=tau))
+    saved, spikes = _saved_by_lif(x, p)
+    floats = [t for t in saved if t.is_floating_point() and t.numel() > B * N]  # more than one step's worth
+    assert len(floats) == 1 and floats[0].data_ptr() == x.data_ptr(), [tuple(t.shape) for t in floats]
+    bits = [t for t in saved if t.dtype == torch.uint8]
+    assert len(bits) == 1 and tuple(bits[0].shape) == (T, (B * N + 7) // 8)
+    m = torch.arange(B * N)
+    unpacked = ((bits[0][:, m // 8] >> (m % 8)) & 1).to(spikes.dtype)
+    assert torch.equal(unpacked, spikes.reshape(T, -1)) and bool(spikes.any())
+    assert sum(t.numel() for t in saved) <= T * B * N + T * ((B * N + 7) // 8) + 8 * B * N
+
+
+@pytest.mark.parametrize("mode", ["packed", "mesa8"])
+def test_memory_hooks_keep_input_and_match(mode):
+    """Under spike.train.memory's hooks dL/dx may be written over the restored copy of x, never over
+    x itself: x is unchanged, packed gradients are bit-identical to plain ones, mesa8 close."""
+    from spike.train.memory import saved_tensor_hooks
+
+    T, B, N = 30, 4, 300  # T * B * N over MIN_NUMEL: the hooks pack the saved x
+    g = torch.Generator().manual_seed(9)
+    x0 = torch.randn(T, B, N, generator=g) * 0.8 + 0.4
+    w = torch.randn(T, B, N, generator=g)
+    p = F.discretize(F.LIFParams(tau=5.0, surrogate=ATan(2.0)))
+    grads = []
+    for hooks in ("none", mode):
+        x = x0.clone().requires_grad_()
+        with saved_tensor_hooks(hooks):
+            spikes, state, _ = NB.multi_step(x, None, p)
+        ((spikes * w).sum() + state.v.sum()).backward()
+        assert torch.equal(x.detach(), x0), "backward overwrote the input"
+        grads.append(x.grad)
+    if mode == "packed":
+        assert torch.equal(grads[1], grads[0])
+    else:
+        cos = float(torch.nn.functional.cosine_similarity(grads[1].flatten(), grads[0].flatten(), 0))
+        assert 0.99 < cos < 1.0
+
+
+def test_foreign_hooks_returning_a_stored_copy_are_not_overwritten():
+    """A hook whose unpack hands back one stored copy (not spike.train.memory's fresh buffers) must
+    see it intact on a second backward."""
+    x = (torch.randn(9, 2, 11, generator=torch.Generator().manual_seed(10)) + 0.5).requires_grad_()
+    w = torch.randn(9, 2, 11, generator=torch.Generator().manual_seed(11))
+    p = F.discretize(F.LIFParams(tau=3.0))
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t):
+        spikes, state, _ = NB.multi_step(x, None, p)
+    loss = (spikes * w).sum() + state.v.sum()
+    g1 = torch.autograd.grad(loss, x, retain_graph=True)[0]
+    g2 = torch.autograd.grad(loss, x)[0]
+    assert torch.equal(g1, g2)
