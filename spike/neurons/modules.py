@@ -8,7 +8,9 @@ A call takes ``x: [T, B, ...]`` and an optional initial state and returns
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +20,28 @@ from spike.neurons import lif as F
 from spike.neurons.scan import check_finite, check_sequence, check_state
 from spike.surrogate import ATan, Surrogate, get_surrogate
 
-__all__ = ["NeuronOutput", "LIF", "IF", "LI"]
+__all__ = ["NeuronOutput", "LIF", "IF", "LI", "input_checked", "checked_input"]
+
+_INPUT_CHECKED: ContextVar[bool] = ContextVar("spike_input_checked", default=False)
+
+
+def input_checked() -> bool:
+    """True inside a model call whose input was already checked for NaN/Inf (by its first layer).
+
+    Layers then skip their own finiteness reduction (shape checks still run): a finite input through
+    finite weights stays finite, so one check per model call at the input is enough.
+    """
+    return _INPUT_CHECKED.get()
+
+
+@contextmanager
+def checked_input() -> Iterator[None]:
+    """Mark the rest of this model call as running on an input already checked finite."""
+    token = _INPUT_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _INPUT_CHECKED.reset(token)
 
 
 class NeuronOutput(NamedTuple):
@@ -57,6 +80,8 @@ class LIF(nn.Module):
         >>> out.spikes.shape, out.state.v.shape
         (torch.Size([10, 2, 3]), torch.Size([2, 3]))
     """
+
+    checks_finite = True  # its input check includes NaN/Inf (see spike.synapses.Sequential)
 
     def __init__(self, tau: float = 10.0, dt: float = 1.0, *, v_th: float = 1.0, v_reset: float = 0.0,
                  v_rest: float = 0.0, reset: str = "subtract", reset_timing: str = "immediate",
@@ -121,7 +146,10 @@ class LIF(nn.Module):
             raise ValueError(f"{type(self).__name__} expects [T, B, {', '.join(map(str, self.shape))}], "
                              f"got {tuple(x.shape)}")
         named = check_state(state, x, "state", "pass state=None to start from rest") if state is not None else []
-        check_finite((what, x), *named)  # one reduction for the input and the initial state
+        if input_checked():  # inside a model call whose input was checked once, at its first layer
+            check_finite(*named)
+        else:
+            check_finite((what, x), *named)  # one reduction for the input and the initial state
         return F.discretize(self.params())
 
     def extra_repr(self) -> str:

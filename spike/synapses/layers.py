@@ -5,11 +5,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from spike.core.registry import resolve
+from spike.core.registry import BackendError, resolve
+from spike.neurons.modules import input_checked
 from spike.neurons.scan import check_sequence
 
 __all__ = ["TimeDistributed", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "AvgPool2d", "MaxPool2d",
            "Flatten", "SharedDropout"]
+
+
+#: ``backend="auto"`` on the CPU uses the sparse-input kernels only below this input density (estimated
+#: on a subsample of rows) and for at least :data:`SPARSE_MIN_OUT` outputs. Measured on 2 cores
+#: (bench/README.md): at 5 % the sparse path beats the dense matmul for 256 outputs, at 15 % (a hidden
+#: layer's spikes) it is 1.5x slower, and for 20 outputs it is 5-10x slower at any density.
+SPARSE_MAX_DENSITY = 0.08
+SPARSE_MIN_OUT = 64
+
+
+def _check(x: Tensor, what: str, min_dim: int = 3) -> None:
+    """Shape checks always; NaN/Inf only when this model call's input was not checked already."""
+    check_sequence(x, what, min_dim, finite=not input_checked())
+
+
+def sample_density(x: Tensor, rows: int = 512) -> float:
+    """Fraction of non-zeros in ``x [..., K]``, counted on about ``rows`` evenly spaced rows (cheap)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    step = max(1, x2.shape[0] // rows)
+    sub = x2[::step]
+    return float(torch.count_nonzero(sub)) / max(1, sub.numel())
 
 
 def fold(x: Tensor) -> Tensor:
@@ -26,21 +48,24 @@ class _Folded:
     """Mixin: run the wrapped per-sample op on ``[T*B, ...]`` and restore ``[T, B, ...]``."""
 
     _min_dim = 3
+    checks_finite = True
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        check_sequence(x, type(self).__name__ + " input", self._min_dim)
+        _check(x, type(self).__name__ + " input", self._min_dim)
         return unfold(super().forward(fold(x)), x.shape[0])  # type: ignore[misc]
 
 
 class TimeDistributed(nn.Module):
     """Apply any per-sample module to every time step of ``[T, B, ...]`` in one call."""
 
+    checks_finite = True
+
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module
 
     def forward(self, x: Tensor) -> Tensor:
-        check_sequence(x, "TimeDistributed input")
+        _check(x, "TimeDistributed input")
         return unfold(self.module(fold(x)), x.shape[0])
 
 
@@ -59,9 +84,12 @@ class Linear(nn.Linear):
 
     Args:
         backend: ``"auto"`` uses the sparse-input numba kernels on the CPU when the input is sparse
-            (spikes; see :mod:`spike.backends.numba_linear`), else the dense matmul; ``"reference"``
-            always uses the dense matmul.
+            (below :data:`SPARSE_MAX_DENSITY`, estimated on a subsample) and the layer has at least
+            :data:`SPARSE_MIN_OUT` outputs (see :mod:`spike.backends.numba_linear`), else the dense
+            matmul; ``"reference"`` always uses the dense matmul.
     """
+
+    checks_finite = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, backend: str = "auto",
                  device=None, dtype=None):
@@ -69,10 +97,21 @@ class Linear(nn.Linear):
         self.backend = backend
 
     def forward(self, x: Tensor) -> Tensor:
-        check_sequence(x, "Linear input")
+        _check(x, "Linear input")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear expects [T, B, {self.in_features}], got {tuple(x.shape)}")
-        return resolve("linear", self.backend, self, x).linear(x, self.weight, self.bias)
+        return self._impl(x).linear(x, self.weight, self.bias)
+
+    def _impl(self, x: Tensor):
+        """The backend module for this call (``auto`` on the CPU: the cost rule above, no full count)."""
+        if self.backend != "auto" or x.device.type != "cpu":
+            return resolve("linear", self.backend, self, x)
+        if self.out_features < SPARSE_MIN_OUT or sample_density(x) > SPARSE_MAX_DENSITY:
+            return resolve("linear", "reference", self, x)
+        try:
+            return resolve("linear", "numba", self, x)
+        except BackendError:  # numba missing or dtype it does not run: the registry's auto says why, once
+            return resolve("linear", "auto", self, x)
 
 
 class Conv2d(_Folded, nn.Conv2d):
@@ -106,8 +145,10 @@ class MaxPool2d(_Folded, nn.MaxPool2d):
 class Flatten(nn.Module):
     """``[T, B, d1, d2, ...] -> [T, B, d1*d2*...]``."""
 
+    checks_finite = True
+
     def forward(self, x: Tensor) -> Tensor:
-        check_sequence(x, "Flatten input")
+        _check(x, "Flatten input")
         return x.flatten(2)  # [T, B, F]
 
 
@@ -118,6 +159,8 @@ class SharedDropout(nn.Module):
         p: drop probability.
     """
 
+    checks_finite = True
+
     def __init__(self, p: float = 0.5):
         super().__init__()
         if not 0.0 <= p < 1.0:
@@ -125,7 +168,7 @@ class SharedDropout(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        check_sequence(x, "SharedDropout input", 2)
+        _check(x, "SharedDropout input", 2)
         if not self.training or self.p == 0.0:
             return x
         keep = torch.empty_like(x[0]).bernoulli_(1.0 - self.p)  # [B, ...], same mask for every t

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
+
+from spike.neurons.modules import checked_input
 
 __all__ = ["SeqOutput", "Sequential"]
 
@@ -20,14 +24,15 @@ class SeqOutput(NamedTuple):
 
 def is_stateful(layer: nn.Module) -> bool:
     """A layer is stateful if its ``forward`` takes a ``state`` (neurons, delayed synapses)."""
-    return bool(getattr(layer, "stateful", False)) or _has_state_arg(layer)
+    return bool(getattr(layer, "stateful", False)) or _has_state_arg(type(layer).forward)
 
 
-def _has_state_arg(layer: nn.Module) -> bool:
+@functools.lru_cache(maxsize=None)
+def _has_state_arg(forward) -> bool:
     import inspect
 
     try:
-        return "state" in inspect.signature(layer.forward).parameters
+        return "state" in inspect.signature(forward).parameters
     except (TypeError, ValueError):
         return False
 
@@ -46,19 +51,35 @@ class Sequential(nn.Sequential):
 
     def forward(self, x: Tensor, state: tuple[Any, ...] | None = None,  # type: ignore[override]
                 record: bool = False) -> SeqOutput:
+        """Run the layers in order.
+
+        The input is checked once, by the first layer (shape and NaN/Inf, with that layer's own
+        message); when that layer's check covers NaN/Inf (``checks_finite``), the later layers check
+        shapes only (finite input through finite weights stays finite).
+        """
         layers = list(self._modules.items())
         if state is not None and len(state) != len(layers):
             raise ValueError(f"state has {len(state)} entries but the network has {len(layers)} layers")
         new_state: list[Any] = []
         records: dict[str, tuple[Tensor, Tensor | None]] = {}
-        for i, (name, layer) in enumerate(layers):
-            if is_stateful(layer):
-                res = layer(x, state[i] if state is not None else None, record=record)
-                x = res[0]
-                new_state.append(res[1])
-                if record:
-                    records[name] = (res[0], res[2] if len(res) > 2 else None)
-            else:
-                x = layer(x)
-                new_state.append(None)
+        with contextlib.ExitStack() as checked:
+            for i, (name, layer) in enumerate(layers):
+                x = self._call(i, name, layer, x, state, record, new_state, records)
+                if i == 0 and getattr(layer, "checks_finite", False):
+                    checked.enter_context(checked_input())
         return SeqOutput(x, tuple(new_state), records if record else None)
+
+    @staticmethod
+    def _call(i: int, name: str, layer: nn.Module, x: Tensor, state, record: bool, new_state: list,
+              records: dict) -> Tensor:
+        """Layer ``i``: stateful layers get and return their state (appended to ``new_state``)."""
+        if is_stateful(layer):
+            res = layer(x, state[i] if state is not None else None, record=record)
+            x = res[0]
+            new_state.append(res[1])
+            if record:
+                records[name] = (res[0], res[2] if len(res) > 2 else None)
+        else:
+            x = layer(x)
+            new_state.append(None)
+        return x
