@@ -6,8 +6,9 @@
   frame times from the container), a folder of images or a ``.npy`` array ``[N, H, W(, 3)]``
   (both at ``--fps``, default 30). Frames become BT.709 luma, are cropped and resampled to the
   preset's sensor (native size without ``--preset``) and are simulated chunk by chunk
-  (:class:`spike.sim.VideoSimulator`); the events go to OUT with :func:`spike.io.write_events`
-  (AEDAT4, EVT2/3 ``.raw``, ``.dat``, HDF5, ``.npz`` by extension), atomically.
+  (:class:`spike.sim.VideoSimulator`); each chunk's events are appended to OUT with
+  :class:`spike.io.writers.EventWriter` (AEDAT4, EVT2/3 ``.raw``, ``.dat``, HDF5, ``.npz`` by
+  extension), atomically, so memory does not grow with the video's length.
 * ``spike simulate AUDIO OUT --cochlea``: :func:`spike.sim.cochlea.audio_to_shd`.
 
 The last stdout line is one JSON object (events, rate, ON fraction, sensor, duration, ...).
@@ -107,7 +108,7 @@ def cmd_simulate(args) -> dict:
         return _cochlea(args)
     import numpy as np
 
-    from spike.io import write_events
+    from spike.io.writers import EventWriter
     from spike.sim.pixel import VideoSimulator
     from spike.sim.presets import noise_config, sensor_resolution
     from spike.sim.video import open_video
@@ -128,23 +129,37 @@ def cmd_simulate(args) -> dict:
     size = sensor_resolution(args.preset) if args.preset else None
     src = open_video(args.input, fps=args.fps)
     sim = VideoSimulator(config, seed=args.seed, upsample=args.upsample)
-    parts = []
+    meta = {"source": str(args.input), "preset": args.preset, "noise": args.noise, "seed": args.seed}
+    n = n_on = 0
+    write_s = 0.0
+    writer = None
     start = time.perf_counter()
-    for frames, t_us in src.chunks(args.chunk, size):
-        parts.append(sim.feed(np.clip(frames / 255.0, 0.0, 1.0), t_us))
+    try:  # each chunk's events go straight to the file: memory does not grow with the video
+        for frames, t_us in src.chunks(args.chunk, size):
+            ev = sim.feed(np.clip(frames / 255.0, 0.0, 1.0), t_us)
+            if writer is None:
+                writer = EventWriter(out, sim.sensor_size, metadata=meta)
+            t0 = time.perf_counter()
+            writer.write(ev)
+            write_s += time.perf_counter() - t0
+            n += len(ev)
+            n_on += int((ev["p"] == 1).sum())
+        if sim.n_frames < 2:
+            raise ValueError(f"{args.input}: need at least 2 frames, got {sim.n_frames}")
+        t0 = time.perf_counter()
+        writer.close()
+        write_s += time.perf_counter() - t0
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     wall = time.perf_counter() - start
-    if sim.n_frames < 2:
-        raise ValueError(f"{args.input}: need at least 2 frames, got {sim.n_frames}")
-    events = np.concatenate(parts)
     sensor = sim.sensor_size
-    write_events(out, events, sensor, metadata={"source": str(args.input), "preset": args.preset,
-                                                "noise": args.noise, "seed": args.seed})
-    n = int(len(events))
     duration_s = (sim.t_last - sim.t_first) * 1e-6
-    n_on = int((events["p"] == 1).sum())
     return {"events": n, "on": n_on, "off": n - n_on, "on_fraction": n_on / n if n else None,
             "rate_hz": n / duration_s, "rate_per_pixel_hz": n / duration_s / (sensor[0] * sensor[1]),
             "sensor": list(sensor), "duration_s": duration_s, "frames": sim.n_frames,
             "input": str(args.input), "input_size": [src.width, src.height], "reader": src.reader,
             "out": str(out), "preset": args.preset, "noise": args.noise, "config": vars(config),
-            "sim_wall_s": wall, "sim_events_per_s": n / wall if wall > 0 else None}
+            "sim_wall_s": wall, "sim_events_per_s": n / wall if wall > 0 else None,
+            "write_s": write_s}

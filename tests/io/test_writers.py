@@ -270,3 +270,132 @@ def test_bad_paths_formats_and_metadata(tmp_path):
     with pytest.raises(EventFileError, match=r"metadata must be JSON-serialisable"):
         write_events(tmp_path / "m.npz", ev, (16, 12, 2), metadata={"a": object()})
     assert [p.name for p in tmp_path.iterdir()] == ["d.npz"]
+
+
+# --------------------------------------------------------------------------------------------
+# EventWriter: chunk-by-chunk writing
+
+
+def _stream(n=200_000, w=346, h=260, seed=0, p_signed=False):
+    rng = np.random.default_rng(seed)
+    ev = np.zeros(n, EVENT_DTYPE)
+    ev["t"] = np.sort(rng.integers(0, 3_000_000, n))
+    ev["x"], ev["y"] = rng.integers(0, w, n), rng.integers(0, h, n)
+    ev["p"] = rng.random(n) < 0.5
+    return ev
+
+
+def _chunks(ev, seed=1):
+    """Uneven chunks, some empty, some cutting runs of equal timestamps."""
+    cuts = np.sort(np.random.default_rng(seed).integers(0, len(ev), 40))
+    return np.split(ev, cuts)
+
+
+@pytest.mark.parametrize("fmt", WRITE_FORMATS)
+def test_event_writer_file_equals_the_one_shot_file(tmp_path, fmt):
+    import zipfile
+
+    from spike.io.writers import EventWriter
+
+    ev = _stream()
+    one = write_events(tmp_path / f"one{EXT[fmt]}", ev, (346, 260, 2), format=fmt,
+                       metadata={"k": 1})
+    chunks = _chunks(ev)
+    assert any(len(c) == 0 for c in chunks) or len(chunks) > 30
+    with EventWriter(tmp_path / f"inc{EXT[fmt]}", (346, 260, 2), format=fmt, metadata={"k": 1}) as w:
+        for c in chunks:
+            w.write(c)
+    inc = tmp_path / f"inc{EXT[fmt]}"
+    assert w.count == len(ev)
+    if fmt == "npz":  # np.savez stamps the clock into the zip headers: compare every member
+        with zipfile.ZipFile(one) as a, zipfile.ZipFile(inc) as b:
+            assert a.namelist() == b.namelist()
+            for name in a.namelist():
+                assert a.read(name) == b.read(name), name
+    else:
+        assert one.read_bytes() == inc.read_bytes()
+    back, size = read_events(inc, format=fmt)
+    _same(back, ev)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([one.name, inc.name])
+
+
+@pytest.mark.parametrize("fmt", WRITE_FORMATS)
+def test_event_writer_empty_stream_equals_one_shot(tmp_path, fmt):
+    from spike.io.writers import EventWriter
+
+    one = write_events(tmp_path / f"one{EXT[fmt]}", _stream(0), (16, 12, 2), format=fmt)
+    with EventWriter(tmp_path / f"inc{EXT[fmt]}", (16, 12, 2), format=fmt) as w:
+        w.write(_stream(0))
+    back, size = read_events(tmp_path / f"inc{EXT[fmt]}", format=fmt)
+    assert len(back) == 0 and size[:2] == (16, 12)
+    if fmt != "npz":
+        assert one.read_bytes() == (tmp_path / f"inc{EXT[fmt]}").read_bytes()
+
+
+@pytest.mark.parametrize("fmt", WRITE_FORMATS)
+def test_event_writer_failure_leaves_nothing_and_keeps_the_old_file(tmp_path, fmt):
+    from spike.io.writers import EventWriter
+
+    out = tmp_path / f"x{EXT[fmt]}"
+    out.write_bytes(b"old")
+    ev = _stream(5000)
+    # an exception in the with block
+    with pytest.raises(RuntimeError, match="boom"):
+        with EventWriter(out, (346, 260, 2), format=fmt) as w:
+            w.write(ev[:2000])
+            raise RuntimeError("boom")
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [out.name]
+    # a chunk that starts before the previous one ended: one clear error, writer aborted
+    w = EventWriter(out, (346, 260, 2), format=fmt)
+    w.write(ev[2000:3000])
+    with pytest.raises(EventError, match=r"chunk at event 1000: starts at t=.*before the previous"):
+        w.write(ev[:10])
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [out.name]
+    with pytest.raises(EventFileError, match="after close"):
+        w.write(ev[3000:])
+    # an event outside the sensor, in a later chunk
+    bad = ev[3000:3100].copy()
+    bad["x"][50] = 346
+    with pytest.raises(EventError, match=r"x\.\w+"):
+        with EventWriter(out, (346, 260, 2), format=fmt) as w:
+            w.write(ev[:3000])
+            w.write(bad)
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_event_writer_checks_the_target_up_front(tmp_path):
+    from spike.io.writers import EventWriter
+
+    with pytest.raises(EventFileError, match=r"x\.csv: cannot tell the format"):
+        EventWriter(tmp_path / "x.csv", (16, 12, 2))
+    with pytest.raises(EventFileError, match=r"below 2048"):
+        EventWriter(tmp_path / "x.raw", (4096, 12, 2))
+    with pytest.raises(EventFileError, match=r"metadata must be a dict"):
+        EventWriter(tmp_path / "x.h5", (16, 12, 2), metadata=[1])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_event_writer_memory_does_not_grow_with_the_stream(tmp_path):
+    import tracemalloc
+
+    from spike.io.writers import EventWriter
+
+    chunk = _stream(20_000)
+    span = int(chunk["t"][-1]) + 1
+
+    def peak(n_chunks, fmt):
+        tracemalloc.start()
+        try:
+            with EventWriter(tmp_path / f"m{EXT[fmt]}", (346, 260, 2), format=fmt) as w:
+                for i in range(n_chunks):
+                    c = chunk.copy()
+                    c["t"] += i * span
+                    w.write(c)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    for fmt in ("evt3", "aedat4", "hdf5", "npz"):
+        small, large = peak(5, fmt), peak(40, fmt)  # 100k vs 800k events (25.6 MB as int64 fields)
+        assert large < 1.5 * small + 2_000_000, (fmt, small, large)
+        assert large < 32 * 20_000 * 8, (fmt, large)  # less than 8 chunks held at once
