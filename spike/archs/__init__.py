@@ -34,7 +34,7 @@ NEURON_OPTIONS = ("neuron", "tau", "v_th", "surrogate", "detach_reset", "backend
 OPTIONS: dict[str, tuple[str, ...]] = {
     "sew_resnet": ("depth", "connect", "width", "stem", "layers"),
     "spiking_resnet": ("depth", "width", "stem", "layers"),
-    "max_resnet": ("width", "layers"),
+    "max_resnet": ("width", "layers", "stem"),
     "spikformer": ("dim", "depth", "heads", "mlp_ratio", "pools", "attn_v_th"),
     "max_former": ("dim", "depths", "mixers", "heads", "mlp_ratio", "stem", "attn_v_th"),
 }

@@ -111,15 +111,22 @@ class _MaxBlock(Residual):
 
 
 def max_resnet(input_shape: tuple[int, ...], n_classes: int, *, neuron: NeuronFactory, width: int = 64,
-               layers: tuple[int, ...] = (3, 3, 2)) -> Sequential:
+               layers: tuple[int, ...] = (3, 3, 2), stem: str = "cifar") -> Sequential:
     """Max-ResNet-18 (CIFAR layout): 3x3 stem conv + BN to ``width`` channels, stages of ``width * 2``,
     ``width * 4``, ``width * 8`` channels (``layers`` blocks each; stages after the first halve the
     resolution with a max-pool), then neuron, global average and a linear head.
+
+    ``stem="cifar"`` (default, the paper's) keeps the full resolution; ``"imagenet"`` is a 7x7/2 conv + BN
+    and a 3x3/2 max-pool (``H -> H/4``, same as the ResNets' ImageNet stem; not a published Max-ResNet);
+    ``"auto"`` picks ``"imagenet"`` for inputs of 64 pixels or more.
     """
     c, _, _ = _check_image("max_resnet", input_shape)
     if width < 1 or not layers or min(layers) < 1:
         raise ValueError(f"width must be >= 1 and layers non-empty positive, got width={width}, layers={layers}")
-    mods: list[nn.Module] = [*conv_bn(c, width, 3)]  # membrane out: the first block's neuron spikes it
+    if _stem_kind(stem, input_shape) == "imagenet":  # membrane out, the first block's neuron spikes it
+        mods: list[nn.Module] = [*conv_bn(c, width, 7, 2), MaxPool2d(3, stride=2, padding=1)]
+    else:
+        mods = [*conv_bn(c, width, 3)]  # membrane out: the first block's neuron spikes it
     c_in = width
     for i, n in enumerate(layers):
         c_out = width * 2 ** (i + 1)

@@ -21,11 +21,11 @@ from torch import Tensor, nn
 
 from spike.archs.blocks import NeuronFactory, Residual, SpatialMean, Threaded, conv_bn
 from spike.neurons.scan import check_sequence
-from spike.synapses import BatchNorm2d, Conv2d, Linear, MaxPool2d, Sequential
+from spike.synapses import AvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Sequential
 
 __all__ = ["MIXERS", "ssa_product", "SpikingSelfAttention", "spikformer", "max_former"]
 
-MIXERS = ("identity", "dwc3", "dwc5", "dwc7", "ssa")
+MIXERS = ("identity", "avgpool", "maxpool", "dwc3", "dwc5", "dwc7", "ssa")
 
 
 def ssa_product(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
@@ -142,6 +142,10 @@ def _ms_mlp(dim: int, hidden: int, neuron: NeuronFactory) -> Residual:
 def _mixer(kind: str, dim: int, heads: int, neuron: NeuronFactory, attn_v_th: float) -> list[nn.Module]:
     if kind == "identity":
         return []
+    if kind == "maxpool":  # high-pass token mixing of the paper's ablation: 3x3/1 pool of the membrane, no weights
+        return [MaxPool2d(3, stride=1, padding=1)]
+    if kind == "avgpool":  # its low-pass counterpart (PoolFormer-style, padding not counted)
+        return [AvgPool2d(3, stride=1, padding=1, count_include_pad=False)]
     if kind == "ssa":
         return [Residual(SpikingSelfAttention(dim, heads, neuron, attn_v_th=attn_v_th, membrane_shortcut=True))]
     k = int(kind[3:])  # dwcK: depth-wise K x K convolution
@@ -164,7 +168,10 @@ def max_former(input_shape: tuple[int, ...], n_classes: int, *, neuron: NeuronFa
 
     Args:
         dim: width of the last stage; the stages are ``dim/4, dim/2, dim`` wide.
-        mixers: token mixer of each stage, from ``"identity"``, ``"dwc3"``, ``"dwc5"``, ``"dwc7"``, ``"ssa"``.
+        mixers: token mixer of each stage, from ``"identity"``, ``"avgpool"``, ``"maxpool"``, ``"dwc3"``,
+            ``"dwc5"``, ``"dwc7"``, ``"ssa"``. ``avgpool`` / ``maxpool`` are the paper's Avg-Pool vs Max-Pool
+            token-mixing ablation (reference code ``Avg_Mixer`` / ``Max_Mixer``: a 3x3 stride-1 pool that
+            replaces the tokens, no shortcut, no weights; the block's MLP keeps its shortcut).
         heads: SSA heads (default ``dim // 64``).
         stem: ``"imagenet"`` (two stride-2 convs: 224 -> 56 before stage 1) or ``"cifar"`` (stride 1);
             ``"auto"`` picks ``"imagenet"`` for inputs of 64 pixels or more.

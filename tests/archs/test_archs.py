@@ -131,6 +131,55 @@ def test_max_resnet_18_cifar_count(n_classes):
     assert round(total / 1e6, 2) == {10: 12.50, 100: 12.55}[n_classes]
 
 
+def test_max_resnet_imagenet_stem_is_a_7x7_stride_2_conv_and_a_max_pool():
+    # stem="imagenet" (not a published Max-ResNet; for small CPU runs) swaps the 3x3 stem conv for a 7x7/2 conv
+    # and a 3x3/2 max-pool: only the stem's weights change, and the feature maps are 4x smaller per side.
+    cifar = meta_count("max_resnet", (2, 32, 32), 10, width=4, layers=(1, 1))
+    imagenet = meta_count("max_resnet", (2, 32, 32), 10, width=4, layers=(1, 1), stem="imagenet")
+    assert imagenet - cifar == (7 * 7 - 3 * 3) * 2 * 4
+    assert meta_count("max_resnet", (3, 32, 32), 10) == meta_count("max_resnet", (3, 32, 32), 10, stem="cifar")
+    net = build_arch("max_resnet", (2, 32, 32), 3, width=4, layers=(1, 1), stem="imagenet")
+    h = (torch.rand(2, 1, 2, 32, 32) < 0.3).float()
+    for layer in list(net)[:3]:  # conv, BN, max-pool
+        h = layer(h)
+    assert h.shape == (2, 1, 4, 8, 8)
+    assert net(torch.rand(2, 1, 2, 32, 32)).out.shape == (2, 1, 3)
+
+
+@pytest.mark.parametrize("pool, ref", [
+    ("maxpool", lambda x: torch.nn.functional.max_pool2d(x, 3, 1, 1)),
+    ("avgpool", lambda x: torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)),
+])
+def test_pool_token_mixers_are_weightless_3x3_pools(pool, ref):
+    # the paper's Avg-Pool vs Max-Pool token-mixing ablation (reference code Max_Mixer / Avg_Mixer): the mixer
+    # replaces the tokens by a 3x3 stride-1 pool of the membrane, with no weights and no shortcut.
+    from spike.archs.transformer import _mixer
+
+    layers = _mixer(pool, 8, 1, None, 0.5)
+    assert len(layers) == 1 and count_params(layers[0]) == 0
+    x = torch.randn(3, 2, 8, 5, 7)
+    torch.testing.assert_close(layers[0](x), ref(x.flatten(0, 1)).reshape(x.shape))
+    opts = dict(dim=32, depths=(1, 1, 1), stem="cifar")
+    assert meta_count("max_former", (2, 16, 16), 4, mixers=(pool,) * 3, **opts) \
+        == meta_count("max_former", (2, 16, 16), 4, mixers=("identity",) * 3, **opts)
+
+
+def test_avg_and_max_pool_mixers_give_different_networks_on_the_same_weights():
+    torch.manual_seed(0)
+    nets = {p: build_arch("max_former", (2, 16, 16), 4, dim=32, depths=(1, 1, 1), mixers=(p, p, p), stem="cifar")
+            for p in ("avgpool", "maxpool")}
+    nets["maxpool"].load_state_dict(nets["avgpool"].state_dict())
+    x = (torch.rand(3, 2, 2, 16, 16) < 0.3).float()
+    feats = {}
+    for p, net in nets.items():  # training mode: BatchNorm's batch statistics keep the untrained net spiking
+        assert net(x).out.shape == (3, 2, 4)
+        h = x
+        for layer in list(net)[:-2]:  # up to the token mean, before the last neuron and the head
+            h, _ = run_layer(layer, h)
+        feats[p] = h
+    assert feats["avgpool"].shape == (3, 2, 32) and not torch.allclose(feats["avgpool"], feats["maxpool"])
+
+
 # -- forward / backward -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("neuron", ["lif", "if"])
 @pytest.mark.parametrize("kind", KINDS)
@@ -261,6 +310,8 @@ def test_ssa_product_order_is_exact_on_spikes():
     ("spikformer", {"dim": 36}, "multiple of 8"),
     ("spikformer", {"dim": 32, "heads": 3}, "heads"),
     ("max_former", {"mixers": ("dwc3", "dwc9", "ssa")}, "mixers"),
+    ("max_former", {"mixers": ("avgpool5", "maxpool", "ssa")}, "mixers"),
+    ("max_resnet", {"stem": "tiny"}, "stem"),
     ("max_resnet", {"neuron": "relu"}, "neuron"),
     ("max_resnet", {"readout": "softmax"}, "readout"),
     ("max_resnet", {"neuron": lambda **kw: LIF(**kw), "tau": 3.0}, "factory"),
