@@ -12,7 +12,7 @@ Heterogeneity (Chakraborty & Mukhopadhyay, ICLR 2024, sec. 2: the HRSNN draws ea
 time constant from a gamma distribution): :math:`\tau_i \sim \mathrm{Gamma}(k, \theta)` with shape
 :math:`k` = ``tau_shape`` and scale :math:`\theta` = ``tau_mean / tau_shape`` (mean ``tau_mean``, variance
 ``tau_mean**2 / tau_shape``), clamped below at ``tau_min``. The paper's exact shape/scale values were not
-checked; the defaults here are ours.
+checked; the defaults here are ours (:func:`spike.prune.tau_search.tau_search` searches them).
 
 The recurrent weights start as :math:`W_{ij} \sim \mathcal{N}(0, g^2/N)` (gain ``g``). A binary
 ``mask`` buffer marks the synapses that exist; a gradient hook multiplies ``dL/dW`` by the mask so a

@@ -1,14 +1,23 @@
 r"""Lyapunov Noise Pruning (LNP) of a randomly initialised HRSNN, before training and task-agnostically.
 
 After Chakraborty, Kang, Kumar & Mukhopadhyay, "Sparse Spiking Neural Network: Exploiting Heterogeneity
-in Timescales for Pruning Recurrent SNN", ICLR 2024 (arXiv:2403.03409). What could be checked from
-public summaries of the paper: LNP prunes synapses by spectral graph sparsification using a *Lyapunov
-matrix* whose entries are harmonic means of the Lyapunov exponents of the connected neurons, then prunes
-neurons of low betweenness centrality, then adds edges (eigenvector delocalisation), and tunes the
-timescales by Bayesian optimisation; the goal is a sparse network whose dynamics stay stable. The exact
-equations below (the per-neuron exponent, the keep probability, the edge top-up rule and the stability
-rescaling) were **not** verified against the paper's text and are this module's own construction; the
-Bayesian optimisation of the timescales is not implemented (the gamma-drawn taus are kept as they are).
+in Timescales for Pruning Recurrent SNN", ICLR 2024 (arXiv:2403.03409, https://openreview.net/forum?id=0jsfesDZDq).
+
+**Sources.** The paper's method section could not be read from the stored corpora (only its abstract
+and introduction, https://ar5iv.labs.arxiv.org/html/2403.03409). What the algorithm consists of is
+taken from the abstract (graph sparsification + Lyapunov exponents, a stable sparse network from a
+random one, exploiting the gamma-distributed timescales) and from the OpenReview reviews (a copy of
+the ICLR 2024 reviews in a public GitHub dataset): "LNP includes four steps 1) random dropout in HRSNN
+synaptic weights, where dropout rate is determined by the Lyapunov exponent, 2) mask out neurons with
+the lowest betweenness centrality from HRSNN, 3) add edges to maximize degree heterogeneity within
+local neighborhoods, 4) a Bayesian optimization for fine-tuning hyperparameter set of neurons"; a
+reviewer also notes that the paper's eq. 3 is a linearised model built from the spike rates of the
+untrained SNN. Below, steps 1-4 realise the reviews' step 1, step 5 their step 2 and step 6 their
+step 3; step 7 is ours. **None of the equations below could be checked
+against the paper**: the per-neuron exponent, the harmonic-mean Lyapunov matrix entries, the keep
+probability, the degree-heterogeneity score of step 6, the stability rescaling of step 7 and the
+random search of :func:`spike.prune.tau_search.tau_search` (standing in for the Bayesian optimisation)
+are this package's own construction, written to realise the steps as described.
 
 Steps (dense net: :math:`N` neurons, recurrent weight :math:`W`, target synapse count
 :math:`K = \lfloor (1 - \text{sparsity}) N^2 \rceil`):
@@ -16,7 +25,8 @@ Steps (dense net: :math:`N` neurons, recurrent weight :math:`W`, target synapse 
 1. *Noise probe.* Drive the smooth surrogate of the dense dynamics with noise
    :math:`x_t = \mu + \sigma_\xi \xi_t` and compute the full spectrum :math:`\lambda_1 \ge \dots \ge \lambda_N`
    and per-neuron exponents :math:`\lambda^{(n)}_i` (:mod:`spike.prune.lyapunov`).
-2. *Lyapunov matrix* (harmonic mean, as the paper describes):
+2. *Lyapunov matrix* (harmonic means of the neurons' exponents, as earlier public summaries of the paper
+   put it; not re-verified here, the reviews only name matrices "D and L" of a linearised model):
    :math:`L_{ij} = 2 a_i a_j / (a_i + a_j)` with :math:`a_i = |\lambda^{(n)}_i| + \epsilon`.
    :math:`1/L_{ij} = (1/a_i + 1/a_j)/2` is the mean Lyapunov timescale of the pair, so synapses between
    slow, near-marginal neurons are favoured.
@@ -30,12 +40,22 @@ Steps (dense net: :math:`N` neurons, recurrent weight :math:`W`, target synapse 
    ``trials`` draws are made; the one whose largest exponent is closest to the dense one's is kept.
 5. *Neuron pruning* (optional, ``neuron_fraction`` :math:`q > 0`): drop the :math:`\lfloor qN \rfloor` neurons
    of lowest betweenness centrality in the sparse graph (:func:`spike.prune.graph.betweenness_centrality`).
-6. *Edge top-up*: synapses lost with those neurons are replaced by drawing more synapses among the kept
-   neurons with the same :math:`p` (stand-in for the paper's delocalising edge addition; not its rule).
+6. *Edge addition* (the reviews' step 3, "add edges to maximize degree heterogeneity within local
+   neighbourhoods"): the synapses lost with those neurons are added back among the kept neurons, choosing
+   the absent synapses :math:`j \to i` of largest degree contrast :math:`|d_i - d_j|` (:math:`d` = in + out
+   degree in the current sparse graph; ties broken at random), greedily one at a time with the degrees
+   updated, so hubs get linked to sparse neurons (``topup="heterogeneity"``, the default; the score is ours).
+   ``topup="probability"`` draws them with the keep probabilities :math:`p` instead (the earlier rule).
+   An added synapse takes its dense weight (times the step-4 gain :math:`1/p` under ``"probability"``, whose
+   draws that gain un-biases; the heterogeneity rule does not draw by :math:`p`, so no gain).
 7. *Stability*: if :math:`\lambda_1^\text{sparse} > \lambda_1^\text{dense} + \text{tol}`, scale :math:`W'` by
    :math:`\gamma \in (0, 1]`, the largest found by bisection with
    :math:`\lambda_1(\gamma W') \le \lambda_1^\text{dense} + \text{tol}` (assumes :math:`\lambda_1` grows with
    :math:`\gamma`, which holds for these noise-driven contracting nets but is not guaranteed).
+
+The paper's step 4 (Bayesian optimisation of the neurons' hyperparameters) is
+:func:`spike.prune.tau_search.tau_search`: a seeded random search over the gamma shape and mean of the
+timescales scored by a caller-supplied validation objective, **not** a Bayesian optimiser.
 
 :func:`activity_prune` is the baseline the paper compares with: train dense, drop the least active
 neurons, then the weakest synapses, to the same synapse count.
@@ -53,7 +73,10 @@ from spike.prune.graph import betweenness_centrality, effective_resistance
 from spike.prune.hrsnn import HRSNN
 from spike.prune.lyapunov import network_lyapunov
 
-__all__ = ["LNPReport", "lnp_prune", "activity_prune", "synapse_budget", "keep_probabilities"]
+__all__ = ["LNPReport", "lnp_prune", "activity_prune", "synapse_budget", "keep_probabilities", "heterogeneity_edges",
+           "TOPUP"]
+
+TOPUP = ("heterogeneity", "probability")
 
 
 @dataclass
@@ -118,13 +141,46 @@ def _draw(p: Tensor, k: int, gen: torch.Generator, exclude: Tensor | None = None
     return m.view_as(p)
 
 
+def heterogeneity_edges(present: Tensor, m: int, gen: torch.Generator) -> Tensor:
+    r"""``m`` new synapses (a boolean ``[N, N]`` mask, disjoint from ``present``), added greedily one at a time:
+    each is the absent off-diagonal :math:`j \to i` of largest :math:`|d_i - d_j|`, :math:`d` the in + out
+    degree of the graph so far (ties broken by a random key from ``gen``).
+
+    Self-synapses are only taken once no off-diagonal place is left. An edge of large contrast joins a hub
+    to a sparsely connected neuron, which raises the degree contrast between neighbours (our reading of
+    "degree heterogeneity within local neighbourhoods").
+
+    Raises:
+        ValueError: fewer than ``m`` absent entries.
+    """
+    present = present.clone().bool()
+    n = present.shape[0]
+    free = ~present
+    if int(free.sum()) < m:
+        raise ValueError(f"cannot add {m} synapses: only {int(free.sum())} are absent")
+    eye = torch.eye(n, dtype=torch.bool)
+    tie = torch.rand((n, n), generator=gen, dtype=torch.float64) * 1e-6  # < any degree difference of 1
+    added = torch.zeros_like(present)
+    deg = (present.sum(0) + present.sum(1)).to(torch.float64)
+    for _ in range(m):
+        contrast = (deg[:, None] - deg[None, :]).abs() + tie
+        contrast = contrast.masked_fill(present | added, -math.inf)
+        contrast = contrast.masked_fill(eye & ((~(present | added) & ~eye).any()), -math.inf)  # self last
+        flat = int(torch.argmax(contrast))
+        i, j = divmod(flat, n)
+        added[i, j] = True
+        deg[i] += 1
+        deg[j] += 1
+    return added
+
+
 def _lam1(w: Tensor, tau: Tensor, probe: dict) -> float:
     return float(network_lyapunov(w, tau, k=1, **probe).exponents[0])
 
 
 def lnp_prune(net: HRSNN, sparsity: float, *, neuron_fraction: float = 0.0, trials: int = 3, tol: float = 0.02,
               reweight: bool = True, max_gain: float = 4.0, eps: float = 1e-3, seed: int = 0,
-              probe: dict | None = None) -> tuple[HRSNN, LNPReport]:
+              probe: dict | None = None, topup: str = "heterogeneity") -> tuple[HRSNN, LNPReport]:
     """Prune the recurrent synapses (and optionally neurons) of an untrained ``net`` to ``sparsity`` (module docstring).
 
     Args:
@@ -138,15 +194,19 @@ def lnp_prune(net: HRSNN, sparsity: float, *, neuron_fraction: float = 0.0, tria
         eps: floor added to ``|lambda_i|`` in the Lyapunov matrix.
         seed: seed of the draws.
         probe: keyword arguments of :func:`spike.prune.lyapunov.network_lyapunov` (noise, kappa, steps).
+        topup: how the synapses lost with pruned neurons are added back, ``"heterogeneity"`` or
+            ``"probability"`` (module docstring, step 6).
 
     Returns:
         ``(pruned_net, report)``; the pruned net keeps the taus of its neurons, its ``mask`` marks the
         ``K`` synapses and training keeps the others at zero.
 
     Raises:
-        ValueError: ``sparsity`` outside ``(0, 1)``, ``neuron_fraction`` outside ``[0, 1)``, or more
-            synapses requested than the kept neurons can hold.
+        ValueError: ``sparsity`` outside ``(0, 1)``, ``neuron_fraction`` outside ``[0, 1)``, an unknown
+            ``topup``, or more synapses requested than the kept neurons can hold.
     """
+    if topup not in TOPUP:
+        raise ValueError(f"topup must be one of {TOPUP}, got {topup!r}")
     n = net.n_hidden
     k = synapse_budget(n, sparsity)
     if not (0.0 <= float(neuron_fraction) < 1.0):
@@ -191,8 +251,11 @@ def lnp_prune(net: HRSNN, sparsity: float, *, neuron_fraction: float = 0.0, tria
         pk = p[keep][:, keep]
         missing = k - int((ws != 0).sum())
         if missing > 0:
-            extra = _draw(torch.where(pk > 0, pk, torch.full_like(pk, 1e-12)), missing, gen, exclude=ws != 0)
-            wk = w[keep][:, keep] * gain[keep][:, keep]
+            if topup == "heterogeneity":
+                extra = heterogeneity_edges(ws != 0, missing, gen)
+            else:
+                extra = _draw(torch.where(pk > 0, pk, torch.full_like(pk, 1e-12)), missing, gen, exclude=ws != 0)
+            wk = w[keep][:, keep] * (gain[keep][:, keep] if topup == "probability" else 1.0)
             # a zero dense weight cannot carry a synapse; give it a tiny sign-free value so the count is exact
             wk = torch.where(wk == 0, torch.full_like(wk, 1e-6), wk)
             ws = torch.where(extra, wk, ws)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from spike.prune import (HRSNN, activity_prune, betweenness_centrality, effective_resistance, gamma_taus,
+                         heterogeneity_edges, tau_search,
                          lnp_prune, lyapunov_spectrum, largest_lyapunov, mackey_glass, mackey_glass_rhs,
                          network_lyapunov, surrogate_jacobian, surrogate_step, synapse_budget)
 
@@ -246,3 +247,71 @@ def test_lnp_vs_activity_pruning_at_equal_synapse_count():
                    lambda_dense=rep.lambda_dense, lambda_lnp=rep.lambda_final)
     print(json.dumps(res))
     assert all(math.isfinite(v) for v in res.values())
+
+
+# --- step 3 of the reviews' summary: edge addition by degree heterogeneity ---------------------------
+
+def test_heterogeneity_edges_adds_exactly_m_high_contrast_synapses():
+    g = torch.Generator().manual_seed(0)
+    present = torch.rand(20, 20, generator=torch.Generator().manual_seed(1)) < 0.15
+    present[:3] = True  # three hubs with full rows: a clear degree contrast to exploit
+    added = heterogeneity_edges(present, 25, g)
+    assert int(added.sum()) == 25 and not bool((added & present).any()) and not bool(added.diagonal().any())
+    again = heterogeneity_edges(present, 25, torch.Generator().manual_seed(0))
+    assert torch.equal(added, again)  # seeded
+    deg = (present.sum(0) + present.sum(1)).double()
+    contrast = (deg[:, None] - deg[None, :]).abs()
+    free = ~present & ~torch.eye(20, dtype=torch.bool)
+    assert float(contrast[added].mean()) > 1.5 * float(contrast[free].mean())
+    # the first edge is the absent pair of largest degree contrast
+    first = heterogeneity_edges(present, 1, g)
+    assert float(contrast[first]) == float(contrast[free].max())
+    with pytest.raises(ValueError, match="cannot add"):
+        heterogeneity_edges(torch.ones(4, 4, dtype=torch.bool), 1, g)
+
+
+@pytest.mark.parametrize("topup", ["heterogeneity", "probability"])
+def test_both_topup_rules_refill_the_budget(topup):
+    net = HRSNN(3, 32, 2, seed=3)
+    pruned, rep = lnp_prune(net, 0.8, neuron_fraction=0.25, probe=PROBE, topup=topup)
+    assert pruned.n_hidden == 24 and pruned.synapse_count() == synapse_budget(32, 0.8) == rep.synapses
+    with pytest.raises(ValueError, match="topup must be one of"):
+        lnp_prune(net, 0.8, topup="random")
+
+
+# --- step 4: the timescale search (random search standing in for Bayesian optimisation) --------------
+
+def test_tau_search_returns_the_best_trial_and_is_seeded():
+    def obj(k, m):  # minimum at k = 4, mean = 12
+        return (math.log(k / 4.0)) ** 2 + (math.log(m / 12.0)) ** 2
+
+    res = tau_search(obj, n_trials=30, start=(2.0, 5.0), seed=3)
+    assert len(res.trials) == 30 and res.trials[0][:2] == (2.0, 5.0)
+    assert res.score == min(t[2] for t in res.trials) < obj(2.0, 5.0)
+    assert res.score < 0.3  # 30 log-uniform draws land within a factor ~1.5 of the optimum in k and mean
+    assert all(1.0 <= k <= 10.0 and 3.0 <= m <= 30.0 for k, m, _ in res.trials[1:])
+    assert tau_search(obj, n_trials=30, start=(2.0, 5.0), seed=3).trials == res.trials
+    assert tau_search(obj, n_trials=5, seed=4).trials != tau_search(obj, n_trials=5, seed=5).trials
+    nan = tau_search(lambda k, m: float("nan") if k > 2 else 1.0, n_trials=6, start=(1.5, 5.0))
+    assert nan.score == 1.0
+    for bad in (dict(n_trials=0), dict(shape_range=(0.0, 2.0)), dict(mean_range=(5.0, 1.0))):
+        with pytest.raises(ValueError):
+            tau_search(obj, **bad)
+
+
+def test_tau_search_on_a_validation_objective_of_pruned_nets():
+    """The intended use: build, LNP-prune and train an HRSNN per candidate, score on held-out data."""
+    x, y = _mg_task(n_train=200)
+    xv, yv = _mg_task(n_train=200, warm=500)
+
+    def objective(k, m):
+        torch.manual_seed(0)
+        pruned, _ = lnp_prune(HRSNN(1, 24, 1, seed=0, input_scale=3.0, tau_shape=k, tau_mean=m), 0.8,
+                              probe=dict(n_steps=120, n_discard=40))
+        _train(pruned, x, y, _mse, 12, lr=2e-2)
+        with torch.no_grad():
+            return float(_mse(pruned(xv).out, yv))
+
+    res = tau_search(objective, n_trials=3, start=(3.0, 10.0), seed=0)
+    assert res.score <= res.trials[0][2] and all(math.isfinite(t[2]) for t in res.trials)
+    print(json.dumps(res.as_dict()))
