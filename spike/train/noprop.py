@@ -62,6 +62,20 @@ chain of posterior means instead: :math:`z_0 = 0` and no :math:`\sqrt{c_t}\,\eps
 blocks the sampled chain ends with much noise in :math:`z_T` (:math:`1 - \bar\alpha_T = 0.05` for
 ``T = 6``) and loses accuracy that the blocks have (see ``docs/guide/training.md``).
 
+**What was checked against which source** (the paper's own text was not reachable from the stored
+corpora; only its abstract and introduction, https://arxiv.org/html/2503.24322v1 and v2). The posterior
+:math:`q(z_t\mid y)`, :math:`\mathrm{SNR}(t) = \bar\alpha_t/(1-\bar\alpha_t)`, the three-term objective
+(eq. 8, with :math:`\frac{T}{2}\eta\,\mathbb E_{t\sim U\{1,T\}}[(\mathrm{SNR}(t)-\mathrm{SNR}(t-1))\,\|\hat u_t - u_y\|^2]`),
+the inference update (eq. 3) and :math:`a_t, b_t, c_t` as written above (the paper writes
+:math:`\alpha_{t-1}` for our :math:`\alpha_t = \bar\alpha_{t-1}/\bar\alpha_t`: its :math:`\bar\alpha_t = \prod_{s=t}^T \alpha_s`)
+agree with a transcription of v1's equations (an earlier version of ``algorithm.md`` in the GitHub
+repository ``vpuhoff/noprop-dt-mnist-pytorch``; a secondary source), and :math:`a_t, b_t, c_t` are proven to be the Gaussian conditional
+of that Markov chain by ``tests/train/test_noprop.py``. That the DT variant uses a *fixed cosine*
+schedule is stated by third-party implementations only; the index mapping :math:`k = T + 1 - t` and
+:math:`s = 0.008` are ours (Nichol & Dhariwal's defaults). The per-block update on every batch
+(instead of one sampled :math:`t`), the spiking blocks, the classifier initialisation and the ``"mean"``
+inference are ours.
+
 The strategy calls :func:`~spike.train.distributed.sync_gradients` once per batch, so it runs
 unchanged under ``torchrun``.
 """

@@ -66,6 +66,46 @@ def test_inference_step_is_the_gaussian_posterior():
     assert torch.allclose(z.var(0), (1 - ab[t]).expand(3), atol=0.01)
 
 
+def test_coefficients_are_the_papers_and_the_conditional_of_the_markov_chain():
+    """Pins ``a_t, b_t, c_t`` to the paper's DT formulas (arXiv:2503.24322v1, between eqs. 6 and 7, in its
+    notation ``abar_t = prod_{s=t}^T alpha_s`` so that ``alpha_{t-1} = abar_{t-1} / abar_t``) and, by an
+    independent route, to the Gaussian conditional ``q(z_t | z_{t-1}, y)`` of the chain
+    ``z_T ~ N(sqrt(abar_T) u, (1 - abar_T) I)``, ``z_{t-1} | z_t ~ N(sqrt(alpha_{t-1}) z_t, (1 - alpha_{t-1}) I)``
+    (one dimension, conditioning the joint covariance). Also pins the loss weight ``SNR(t) - SNR(t-1)``
+    with ``SNR = abar / (1 - abar)``."""
+    import numpy as np
+
+    for steps in (2, 6, 10):
+        s = noise_schedule(steps)
+        ab = [float(v) for v in cosine_alpha_bar(steps)]
+        # the joint law of (z_0 .. z_T) given u (scalar u = 1): build it backwards from z_T
+        mean = np.zeros(steps + 1)
+        cov = np.zeros((steps + 1, steps + 1))
+        mean[steps], cov[steps, steps] = math.sqrt(ab[steps]), 1.0 - ab[steps]
+        for t in range(steps, 0, -1):  # z_{t-1} = sqrt(alpha_{t-1}) z_t + sqrt(1 - alpha_{t-1}) e
+            al = ab[t - 1] / ab[t]
+            mean[t - 1] = math.sqrt(al) * mean[t]
+            cov[t - 1, :] = math.sqrt(al) * cov[t, :]
+            cov[:, t - 1] = cov[t - 1, :]
+            cov[t - 1, t - 1] = al * cov[t, t] + (1.0 - al)
+        for t in range(1, steps + 1):
+            al = ab[t - 1] / ab[t]
+            # the paper's formulas
+            a = math.sqrt(ab[t]) * (1 - al) / (1 - ab[t - 1])
+            b = math.sqrt(al) * (1 - ab[t]) / (1 - ab[t - 1])
+            c = (1 - ab[t]) * (1 - al) / (1 - ab[t - 1])
+            assert abs(float(s.a[t - 1]) - a) < 1e-12 and abs(float(s.b[t - 1]) - b) < 1e-12
+            assert abs(float(s.c[t - 1]) - c) < 1e-12
+            # Gaussian conditioning of z_t on z_{t-1} (Markov: the rest of the chain adds nothing)
+            assert abs(cov[t - 1, t - 1] - (1 - ab[t - 1])) < 1e-12  # marginal q(z_{t-1}|y) is consistent
+            gain = cov[t, t - 1] / cov[t - 1, t - 1]
+            assert abs(float(s.b[t - 1]) - gain) < 1e-12
+            assert abs(float(s.a[t - 1]) - (mean[t] - gain * mean[t - 1])) < 1e-12  # the u coefficient
+            assert abs(float(s.c[t - 1]) - (cov[t, t] - gain * cov[t, t - 1])) < 1e-12
+            snr = lambda v: v / (1 - v)  # noqa: E731
+            assert abs(float(s.weight[t - 1]) - (snr(ab[t]) - snr(ab[t - 1]))) < 1e-9 * snr(ab[t])
+
+
 def test_no_gradient_crosses_blocks():
     """Block k's loss has a gradient in block k's parameters (and the shared embedding) only."""
     net = _net(steps=3)
