@@ -14,6 +14,13 @@ step-by-step algorithm), ``sltt_c10`` / ``sltt_c25`` (``SLTT(chunk=10 | 25)``: t
 steps run without one in chunks of up to 10), ``ff`` / ``mono`` (Forward-Forward with the label
 appended, Mono-Forward; MLP, T = 100 only).
 
+SLTT's time is also compared (MLP, T = 100, same interleaved run) with the BPTT it replaces in its
+paper (Meng et al. 2023): ``bptt_ref`` is per-step autograd BPTT (spike's ``reference`` backends: a
+Python loop of autograd ops over time, the paper's setting) and ``bptt_sj`` is SpikingJelly's BPTT of
+the same network (multi-step ``layer.Linear`` + ``LIFNode(tau=10, decay_input=False, v_reset=None)``,
+an LI readout as a ``LIFNode`` that never fires, ``functional.reset_net`` before each step; skipped
+when SpikingJelly is not installed); ``bptt`` is spike's fused BPTT (numba kernels).
+
 Threads: one (``torch.set_num_threads(1)``, ``NUMBA_NUM_THREADS=1``) for every method by default,
 ``--threads N`` to change it. On a shared 2-core machine a multi-threaded op waits for descheduled
 threads (about 0.5 ms per small op at load 10, measured), which swamps the step-by-step methods.
@@ -58,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 T_LIST = (25, 50, 100, 200)
 METHODS = ("bptt", "sltt", "sltt_c10", "sltt_c25", "sltt_k1", "sltt_k2")
 EXTRA_T100 = ("ff", "mono")
+BASELINES_T100 = ("bptt_ref", "bptt_sj")  # per-step autograd BPTT (spike reference), SpikingJelly BPTT
 _HWM = Path("/proc/self/clear_refs")
 
 
@@ -95,8 +103,16 @@ def _build(net: str, method: str, n_steps: int, batch: int, device):
         shape, n_cls = (2, 32, 32), 10
     strategies = {"bptt": BPTT(), "sltt": SLTT(), "sltt_c10": SLTT(chunk=10), "sltt_c25": SLTT(chunk=25), "sltt_k1": SLTT(k=1, chunk=10),
                   "sltt_k2": SLTT(k=2, chunk=10), "ff": ForwardForward(), "mono": MonoForward()}
+    if method in BASELINES_T100:
+        strategies.update(bptt_ref=BPTT(), bptt_sj=_SJBPTT())
     st = strategies[method]
-    if method in EXTRA_T100:
+    if method == "bptt_ref":
+        model = Sequential(Linear(700, 256, backend="reference"), LIF(tau=10.0, backend="reference"),
+                           Linear(256, 256, backend="reference"), LIF(tau=10.0, backend="reference"),
+                           Linear(256, 20, backend="reference"), LI(tau=10.0, backend="reference"))
+    elif method == "bptt_sj":
+        model = _sj_mlp()
+    elif method in EXTRA_T100:
         m = ModelConfig(kind="mlp", hidden=(256, 256), tau=10.0, dropout=0.0)
         model = st.build_model(m, shape, n_cls)
     elif net == "mlp":
@@ -110,6 +126,54 @@ def _build(net: str, method: str, n_steps: int, batch: int, device):
     x = (torch.rand(n_steps, batch, *shape, generator=g) < 0.05).float().to(device)
     y = torch.randint(0, n_cls, (batch,), generator=g).to(device)
     return model, opt, st, x, y
+
+
+def _sj_mlp():
+    """SpikingJelly's multi-step 700-256-256-20 MLP with an LI readout (a LIFNode that never fires)."""
+    import torch
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+    def lif(**kw):
+        return neuron.LIFNode(tau=10.0, decay_input=False, surrogate_function=surrogate.ATan(), step_mode="m", **kw)
+
+    class LIReadout(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.node = lif(v_threshold=float("inf"), v_reset=0.0, store_v_seq=True)
+
+        def forward(self, x):
+            self.node(x)
+            return self.node.v_seq  # [T, B, 20]: the membrane trace
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(layer.Linear(700, 256), lif(v_reset=None), layer.Linear(256, 256), lif(v_reset=None),
+                              layer.Linear(256, 20), LIReadout())
+    functional.set_step_mode(net, "m")
+    return net
+
+
+class _SJBPTT:
+    """SpikingJelly's training step: ``reset_net``, one multi-step forward, one backward, Adam."""
+
+    name = "bptt_sj"
+
+    def train_step(self, model, x, y, loss_fn, optimizer, grad_clip):
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+
+def _have_spikingjelly() -> bool:
+    try:
+        import spikingjelly.activation_based  # noqa: F401
+        return True
+    except Exception:  # noqa: BLE001 - any import failure: skip that baseline
+        return False
 
 
 def measure(net: str, method: str, n_steps: int, batch: int, steps: int, mode: str, reset_hwm: bool) -> dict:
@@ -264,29 +328,38 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _default_chunk() -> int:
+    from spike.train.sltt import SLTT
+
+    return SLTT().chunk
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="T = 25, 50 only and one timed step")
     ap.add_argument("--steps", type=int, default=5, help="timed rounds per configuration (median)")
     ap.add_argument("--threads", type=int, default=1, help="torch and numba threads for every method")
     ap.add_argument("--plot", default=str(ROOT / "bench" / "out" / "sltt_memory.png"))
+    ap.add_argument("--t100", action="store_true",
+                    help="MLP at T = 100 only (SLTT vs the three BPTT baselines), no conv, no plot")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
         worker([tuple(c) for c in spec["configs"]], spec["batch"], spec["steps"], spec["mode"])
         return
-    t_list = (25, 50) if args.quick else T_LIST
+    t_list = (100,) if args.t100 else (25, 50) if args.quick else T_LIST
     steps = 1 if args.quick else args.steps
     batch = {"mlp": 64, "conv": 16}
     t0 = time.perf_counter()
     print(f"{'net':5s} {'method':9s} {'T':6s}  {'CPU peak':>12s}  {'time/step':>12s}")
     isolate = not _can_reset_hwm()
     rows: list[dict] = []
-    for net in ("mlp", "conv"):
+    baselines = tuple(m for m in BASELINES_T100 if m != "bptt_sj" or _have_spikingjelly())
+    for net in ("mlp",) if args.t100 else ("mlp", "conv"):
         configs = [(net, m, t) for t in t_list for m in METHODS]
         if net == "mlp" and 100 in t_list:
-            configs += [(net, m, 100) for m in EXTRA_T100]
+            configs += [(net, m, 100) for m in EXTRA_T100 + baselines]
         mem = []  # memory and time in separate processes: the malloc settings for memory slow small allocations
         for group in ([[c] for c in configs] if isolate else [configs]):
             mem += _run_worker(group, batch, steps, args.threads, "mem")
@@ -296,7 +369,8 @@ def main() -> None:
             row = {**m_row, "ms": ms[(m_row["method"], m_row["T"])]}
             _print_row(row)
             rows.append(row)
-    _plot(rows, Path(args.plot))
+    if not args.t100:
+        _plot(rows, Path(args.plot))
 
     def get(method, n_steps, key, net="mlp"):
         return next(r[key] for r in rows if r["net"] == net and r["method"] == method and r["T"] == n_steps)
@@ -320,6 +394,23 @@ def main() -> None:
         result[f"mem_ratio_{method}_vs_bptt_T{t_ref}"] = round(get(method, t_ref, "cpu_mb") /
                                                              get("bptt", t_ref, "cpu_mb"), 4)
         result[f"time_ratio_{method}_vs_bptt_T{t_ref}"] = round(get(method, t_ref, "ms") / get("bptt", t_ref, "ms"), 4)
+    if t_ref == 100:  # SLTT (default chunk) against the BPTT of its paper, and the best chunk vs fused BPTT
+        have = {r["method"] for r in rows if r["net"] == "mlp" and r["T"] == 100}
+        default = "sltt_c" + str(_default_chunk()) if _default_chunk() != 1 else "sltt"
+        for key, base in (("bptt_reference", "bptt_ref"), ("spikingjelly", "bptt_sj")):
+            result[f"time_ratio_sltt_vs_{key}_T100"] = (round(get(default, 100, "ms") / get(base, 100, "ms"), 4)
+                                                        if base in have and default in have else None)
+        chunks = [m for m in ("sltt", "sltt_c10", "sltt_c25") if m in have]
+        best = min(chunks, key=lambda m: get(m, 100, "ms"))
+        result["time_ratio_sltt_best_chunk_vs_bptt_T100"] = round(get(best, 100, "ms") / get("bptt", 100, "ms"), 4)
+        result["sltt_best_chunk_T100"] = 1 if best == "sltt" else int(best[6:])
+        result["sltt_default_chunk"] = _default_chunk()
+        result["ms_T100"] = {m: round(get(m, 100, "ms"), 2) for m in sorted(have)}
+        result["mem_mb_T100"] = {m: round(get(m, 100, "cpu_mb"), 1) for m in sorted(have)}
+        print(f"  SLTT (default chunk {_default_chunk()}) vs per-step autograd BPTT: "
+              f"{result['time_ratio_sltt_vs_bptt_reference_T100']}, vs SpikingJelly BPTT: "
+              f"{result['time_ratio_sltt_vs_spikingjelly_T100']}; best chunk ({result['sltt_best_chunk_T100']}) "
+              f"vs fused BPTT: {result['time_ratio_sltt_best_chunk_vs_bptt_T100']}")
     if any(r["net"] == "conv" for r in rows):  # the conv SNN: larger activations per step
         for method in ("sltt", "sltt_c10", "sltt_c25", "sltt_k1"):
             mem = get(method, t_ref, "cpu_mb", "conv") / get("bptt", t_ref, "cpu_mb", "conv")
@@ -329,7 +420,7 @@ def main() -> None:
         print(f"  conv: time vs BPTT at T={t_ref}: " + ", ".join(
             f"{m} {result[f'conv_time_ratio_{m}_vs_bptt_T{t_ref}']:.3f}" for m in ("sltt", "sltt_c10", "sltt_c25", "sltt_k1")))
     result["threads"] = args.threads
-    print(f"plot: {args.plot}   ({time.perf_counter() - t0:.0f} s)")
+    print(f"plot: {'none (--t100)' if args.t100 else args.plot}   ({time.perf_counter() - t0:.0f} s)")
     print(json.dumps(result))
 
 
