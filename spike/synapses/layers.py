@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from spike.core.registry import BackendError, resolve
 from spike.neurons.modules import input_checked
@@ -130,10 +131,47 @@ class BatchNorm2d(_Folded, nn.BatchNorm2d):
     _min_dim = 5
 
 
+class _AvgPool2dFn(torch.autograd.Function):
+    """``F.avg_pool2d`` whose backward keeps only the input's shape, not the input.
+
+    The gradient of an average is ``grad / divisor`` spread over each window: it does not depend on the
+    input's values. torch's own ``avg_pool2d`` saves its input anyway (and under ``[train] memory =
+    "packed" | "mesa8"`` the saved-tensor hook has to restore the whole float tensor for a shape);
+    this one calls the same backward kernel (``aten::avg_pool2d_backward``) with a zero-stride stand-in
+    of the input's shape, so the gradient is torch's, bit for bit (tests/synapses/test_pool_memory.py).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, args: tuple) -> Tensor:  # type: ignore[override]
+        ctx.shape, ctx.args = x.shape, args
+        return nn.functional.avg_pool2d(x, *args)  # [N, C, H', W']
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        shape_only = grad.new_zeros(()).expand(ctx.shape)  # [N, C, H, W], no storage; its values are never read
+        return torch.ops.aten.avg_pool2d_backward(grad, shape_only, *ctx.args), None
+
+
 class AvgPool2d(_Folded, nn.AvgPool2d):
-    """``nn.AvgPool2d`` over ``[T, B, C, H, W]``."""
+    """``nn.AvgPool2d`` over ``[T, B, C, H, W]``; its backward keeps the input's shape, not the input.
+
+    Every option of ``nn.AvgPool2d`` (padding, ``ceil_mode``, ``count_include_pad``,
+    ``divisor_override``) goes to torch's own forward and backward kernels, so outputs and gradients are
+    bit-identical to ``nn.AvgPool2d``. An input that is not contiguous (channels-last) takes torch's
+    ``avg_pool2d`` as it is (same values; it saves its input), so its gradient keeps torch's layout.
+    """
 
     _min_dim = 5
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        _check(x, "AvgPool2d input", self._min_dim)
+        xf = fold(x)  # [T*B, C, H, W]
+        if not xf.is_contiguous():
+            return unfold(super(_Folded, self).forward(xf), x.shape[0])
+        kernel = _pair(self.kernel_size)
+        stride = _pair(self.stride) if self.stride else kernel  # nn.AvgPool2d: stride None -> kernel_size
+        args = (kernel, stride, _pair(self.padding), self.ceil_mode, self.count_include_pad, self.divisor_override)
+        return unfold(_AvgPool2dFn.apply(xf, args), x.shape[0])  # [T, B, C, H', W']
 
 
 class MaxPool2d(_Folded, nn.MaxPool2d):
