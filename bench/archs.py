@@ -10,6 +10,7 @@ few epochs): a smoke test that they learn, not a reproduction of any paper.
 
     nice -n 5 python bench/archs.py                      # digits: every row; then N-MNIST BPTT rows
     nice -n 5 python bench/archs.py --datasets digits --epochs 4 --seeds 0 1 2
+    nice -n 5 python bench/archs.py --datasets nmnist_small --nmnist-methods sltt   # N-MNIST SLTT rows
 
 Progress goes to stderr (one line per run, then a Markdown table); the last stdout line is one JSON object.
 """
@@ -54,11 +55,11 @@ def _pool_former(pool: str) -> dict:
     return {**ARCHS["max_former"], "mixers": [pool, pool, pool]}
 
 
-def rows(datasets: list[str]) -> list[dict]:
+def rows(datasets: list[str], nmnist_methods: tuple[str, ...] = ("bptt",)) -> list[dict]:
     """The runs: (dataset, kind, arch options, neuron, method), grouped into table rows."""
     out = []
     for ds in datasets:
-        methods = ("bptt", "sltt") if ds == "digits" else ("bptt",)
+        methods = ("bptt", "sltt") if ds == "digits" else tuple(nmnist_methods)
         for kind, arch in ARCHS.items():
             for method in methods:
                 out.append(dict(dataset=ds, group="kinds", kind=kind, arch=arch, neuron="lif", method=method))
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--time-bins", type=int, default=4)
+    p.add_argument("--nmnist-methods", nargs="+", default=["bptt"], choices=["bptt", "sltt"],
+                   help="training methods of the N-MNIST rows (the digits rows run both)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
     p.add_argument("--budget-s", type=float, default=1500.0, help="skip the remaining rows after this much wall time")
     args = p.parse_args(argv)
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results, not_run = [], []
     with tempfile.TemporaryDirectory(prefix="spike_bench_archs_") as tmp:
-        for row in rows(datasets):
+        for row in rows(datasets, tuple(args.nmnist_methods)):
             if time.perf_counter() - t0 > args.budget_s:
                 not_run.append(f"{row['dataset']}: {label(row)}")
                 continue

@@ -9,6 +9,6 @@ Example:
 from spike.io import readers as _readers
 from spike.io import writers as _writers
 from spike.io.readers import *  # noqa: F401,F403  (the public names are readers.__all__)
-from spike.io.writers import WRITE_FORMATS, write_events  # noqa: F401
+from spike.io.writers import WRITE_FORMATS, EventWriter, write_events  # noqa: F401
 
 __all__ = list(_readers.__all__) + list(_writers.__all__)

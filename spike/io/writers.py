@@ -31,7 +31,7 @@ from spike.core.atomic import atomic_path
 from spike.core.events import EventError, validate_events
 from spike.io._common import EventFileError, _check_size, _fail, _third_party
 
-__all__ = ["WRITE_FORMATS", "write_events"]  # EventWriter joins once spike/io/__init__.py imports it
+__all__ = ["WRITE_FORMATS", "write_events", "EventWriter"]
 
 WRITE_FORMATS = ("aedat4", "evt2", "evt3", "dat", "hdf5", "npz")
 """Format names accepted by :func:`write_events`."""

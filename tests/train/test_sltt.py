@@ -277,13 +277,14 @@ def test_sltt_graph_does_not_grow_with_t(monkeypatch):
     model = _net({}, "auto", torch.float32)
     loss_fn = get_loss("per_step")
     y = torch.zeros(B, dtype=torch.long)
-    xs = {n: torch.rand(n, B, N_IN) for n in (8, 32)}
+    xs = {n: torch.rand(n, B, N_IN) for n in (8, 64)}
     sltt = {n: _peak_saved_bytes(monkeypatch, lambda: sltt_backward(model, xs[n], y, loss_fn, chunk=2))
             for n in xs}
     bptt = {n: _peak_saved_bytes(monkeypatch, lambda: loss_fn(model(xs[n]).out, y).backward()) for n in xs}
-    assert sltt[8] == sltt[32] > 0
-    assert bptt[32] > 3 * bptt[8]
-    assert sltt[32] < bptt[32] / 8
+    assert sltt[8] == sltt[64] > 0
+    assert bptt[64] > 6 * bptt[8]  # BPTT's saved tensors grow with T (x8 steps)
+    # 2 steps against 64: the per-step share is 1/32; constant terms (parameters' views) leave < 1/8
+    assert sltt[64] < bptt[64] / 8
 
 
 def test_sltt_k_builds_graphs_only_for_chosen_steps(monkeypatch):
