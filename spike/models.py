@@ -22,11 +22,12 @@ def neuron_from_config(m: ModelConfig, shape: int | tuple | None = None) -> nn.M
                   detach_reset=m.detach_reset, surrogate=sur, backend=m.backend)
     if m.neuron == "lif":
         return LIF(tau=m.tau, dt=m.dt, learn_tau=m.learn_tau, recurrent=m.recurrent, discretization=m.discretization,
+                   decay_input=m.decay_input, v_rest=m.v_rest,
                    shape=shape if (m.learn_tau or m.recurrent) else None, **common)
     if m.neuron in ("ultralif", "ultradlif"):
         return ultra_neuron_from_config(m)
     if m.neuron == "if":
-        return IF(dt=m.dt, recurrent=m.recurrent, shape=shape if m.recurrent else None, **common)
+        return IF(dt=m.dt, recurrent=m.recurrent, v_rest=m.v_rest, shape=shape if m.recurrent else None, **common)
     if m.neuron in ("cubalif", "adlif"):
         return _adaptive_neuron_from_config(m, shape, common)
     raise ConfigError("[model] neuron must be 'lif', 'if', 'ultralif', 'ultradlif', 'cubalif' or 'adlif', "
@@ -152,7 +153,7 @@ def build_model(m: ModelConfig, input_shape: tuple[int, ...], n_classes: int) ->
                           f"got {m.kind!r}")
     layers.append(Linear(n_in, n_classes))
     if m.readout == "li":
-        layers.append(LI(tau=m.readout_tau, dt=m.dt, backend=m.backend, discretization=m.discretization))
+        layers.append(_li_readout(m))
     elif m.readout == "spikes":
         layers.append(neuron_from_config(m, n_classes))
     elif m.readout != "linear":
@@ -160,9 +161,16 @@ def build_model(m: ModelConfig, input_shape: tuple[int, ...], n_classes: int) ->
     return Sequential(*layers)
 
 
+def _li_readout(m: ModelConfig) -> nn.Module:
+    """The leaky-integrator readout: ``readout_tau``, with the hidden LIF's input scaling and rest (Norse-style
+    ``decay_input`` graphs import whole)."""
+    return LI(tau=m.readout_tau, dt=m.dt, backend=m.backend, discretization=m.discretization,
+              decay_input=m.decay_input, v_rest=m.v_rest)
+
+
 def _readout(m: ModelConfig, n_classes: int) -> nn.Module:
     if m.readout == "li":
-        return LI(tau=m.readout_tau, dt=m.dt, backend=m.backend, discretization=m.discretization)
+        return _li_readout(m)
     if m.readout == "spikes":
         return neuron_from_config(m, n_classes)
     raise ConfigError(f"[model] readout must be 'li' or 'spikes', got {m.readout!r}")

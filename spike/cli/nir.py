@@ -1,6 +1,7 @@
 """``spike import``: a NIR graph as a spike checkpoint that ``spike eval``/``energy``/``export``/``stream`` run.
 
-* ``spike import MODEL.nir OUT.pt --config CONFIG.toml [--dt DT] [--input-shape C H W]``: the graph
+* ``spike import MODEL.nir OUT.pt --config CONFIG.toml [--dt DT] [--discretization exp|euler]
+  [--input-shape C H W]``: the graph
   is read with :func:`spike.nir.from_nir` and written as a checkpoint (:func:`save_checkpoint`) with a
   stored config and a ``data`` record, as ``spike train`` writes them.
 
@@ -9,7 +10,8 @@ A NIR file names no data set, so ``--config`` supplies ``[data]`` (and ``[run]``
 rebuilds models from ``[model]`` (:func:`spike.models.build_model`), so the graph must be one of its
 layouts: ``kind="mlp"`` (``[Flatten] (Linear -> neuron)* -> Linear -> readout``) or ``kind="conv"``
 (``(Conv3x3 pad 1 -> neuron -> AvgPool2) * -> Flatten -> Linear -> readout``), hidden neurons of one
-kind (LIF, IF, CubaLIF) with one set of parameters, readout LI / the same neuron / none. The rebuilt model
+kind (LIF, IF, CubaLIF) with one set of parameters (Norse-style ``decay_input`` LIF and a non-zero
+``v_leak`` included: ``[model] decay_input`` / ``v_rest``), readout LI / the same neuron / none. The rebuilt model
 is checked against the imported one (same outputs, bit for bit, on a random input) before writing.
 """
 
@@ -32,6 +34,9 @@ def add_parsers(sub) -> None:
                         "its [model] is replaced by the graph's")
     p.add_argument("--dt", type=float, default=None,
                    help="simulation step in the graph's time unit (default: the graph's spike.dt metadata)")
+    p.add_argument("--discretization", choices=("exp", "euler"), default=None,
+                   help="how every neuron is discretised (default: the graph's spike.discretization metadata, "
+                        "else exp; graphs from Norse need euler, see spike.nir.mapping)")
     p.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
                    help="per-sample input shape (default: the graph's Input type)")
 
@@ -50,13 +55,11 @@ def _neuron_fields(layer) -> tuple[str, dict]:
     if type(layer) is CubaLIF:
         return "cubalif", dict(common, tau=float(p.tau), tau_syn=float(p.tau_syn))
     if type(layer) in (LIF, IF):
-        if p.decay_input or p.v_rest != 0.0:
-            raise NIRCheckpointError(f"{type(layer).__name__} with decay_input={p.decay_input}, v_rest={p.v_rest}: "
-                                     f"[model] has no such setting (Norse-style r = 1 neurons run with from_nir, "
-                                     f"but cannot be stored as a config)")
         if type(layer) is IF:
-            return "if", common
-        return "lif", dict(common, tau=float(p.tau))
+            if p.decay_input:
+                raise NIRCheckpointError("IF with decay_input=True: an IF has no leak to share its input with")
+            return "if", dict(common, v_rest=float(p.v_rest))
+        return "lif", dict(common, tau=float(p.tau), decay_input=bool(p.decay_input), v_rest=float(p.v_rest))
     raise NIRCheckpointError(f"{type(layer).__name__} is not a configurable hidden neuron")
 
 
@@ -121,13 +124,20 @@ def model_config_of(model, base):
         fields = f
     if rest and type(rest[0]) is LI:
         p = rest[0].params()
-        if p.decay_input or p.v_rest != 0.0 or math.isinf(p.tau):
-            raise NIRCheckpointError(f"{where(i)}: the LI readout needs decay_input=False, v_rest=0, finite tau")
+        if math.isinf(p.tau):
+            raise NIRCheckpointError(f"{where(i)}: the LI readout needs a finite tau")
         if fields and (p.dt != fields["dt"] or p.discretization != fields["discretization"]):
             raise NIRCheckpointError(f"{where(i)}: the LI readout's dt/discretisation differ from the hidden neurons'")
+        hid = (bool(fields.get("decay_input", False)), float(fields.get("v_rest", 0.0)))
+        if fields and (bool(p.decay_input), float(p.v_rest)) != hid:
+            raise NIRCheckpointError(f"{where(i)}: the LI readout's decay_input={bool(p.decay_input)}, "
+                                     f"v_rest={float(p.v_rest)} differ from the hidden neurons' {hid[0]}, {hid[1]} "
+                                     f"([model] states them once for both)")
         readout = "li"
         fields.setdefault("dt", p.dt)
         fields.setdefault("discretization", p.discretization)
+        fields.setdefault("decay_input", bool(p.decay_input))
+        fields.setdefault("v_rest", float(p.v_rest))
         fields["readout_tau"] = float(p.tau)
     elif rest:
         name, f = _neuron_fields(rest[0])
@@ -155,7 +165,8 @@ def _copy_into(built, model) -> None:
                 b.bias.copy_(a.bias if a.bias is not None else torch.zeros_like(b.bias))
 
 
-def import_checkpoint(graph, dt: float, cfg, input_shape: tuple[int, ...] | None = None):
+def import_checkpoint(graph, dt: float, cfg, input_shape: tuple[int, ...] | None = None,
+                      discretization: str | None = None):
     """``(payload, model)``: a checkpoint payload for ``graph`` with ``cfg``'s ``[data]``, and the model.
 
     Raises:
@@ -167,13 +178,17 @@ def import_checkpoint(graph, dt: float, cfg, input_shape: tuple[int, ...] | None
     from spike.data.builders import build_data
     from spike.models import build_model
     from spike.nir import from_nir
+    from spike.synapses import Flatten, Linear, Sequential
 
-    model = from_nir(graph, dt)
+    model = from_nir(graph, dt, discretization)
+    data = build_data(cfg.data, cfg.run.seed)
+    shape = tuple(input_shape) if input_shape is not None else tuple(data.input_shape)
+    if len(shape) > 1 and isinstance(model[0], Linear) and model[0].in_features == math.prod(shape):
+        # a graph of flat inputs (Norse's exporter has no Flatten): the data's [C, H, W] flattened in C order
+        model = Sequential(Flatten(), *model)
     mcfg = model_config_of(model, cfg.model)
     cfg = config_from_dict(config_to_dict(dataclasses.replace(cfg, model=mcfg)), source="the imported NIR graph")
     mcfg = cfg.model
-    data = build_data(cfg.data, cfg.run.seed)
-    shape = tuple(input_shape) if input_shape is not None else tuple(data.input_shape)
     if shape != tuple(data.input_shape):
         raise NIRCheckpointError(f"--input-shape {shape} is not the data set's input shape {tuple(data.input_shape)}")
     built = build_model(mcfg, shape, data.n_classes).eval()
@@ -207,7 +222,12 @@ def cmd_import(args) -> dict:
     if out.suffix != ".pt":
         raise ValueError(f"{out}: the output must end in .pt")
     try:
-        graph = nir.read(str(src))
+        try:
+            graph = nir.read(str(src))
+        except ValueError as e:  # NIR's type check refuses batch-first Input types (Norse, snnTorch write
+            if "type" not in str(e).lower():  # them); from_nir detects those and checks every shape itself
+                raise
+            graph = nir.read(str(src), type_check=False)
     except Exception as e:  # h5py / NIR format errors
         raise ValueError(f"{src}: cannot read NIR graph: {type(e).__name__}: {e}") from None
     dt = args.dt if args.dt is not None else (graph.metadata or {}).get("spike.dt")
@@ -215,7 +235,7 @@ def cmd_import(args) -> dict:
         raise ValueError(f"{src}: the graph has no spike.dt metadata; pass --dt (the step in the graph's time unit)")
     cfg = load_config(args.config)
     shape = tuple(args.input_shape) if args.input_shape else None
-    payload, model = import_checkpoint(graph, float(dt), cfg, shape)
+    payload, model = import_checkpoint(graph, float(dt), cfg, shape, getattr(args, "discretization", None))
     payload["nir"]["source"] = str(src)
     save_checkpoint(out, payload)
     m = payload["config"]["model"]

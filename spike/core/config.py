@@ -98,6 +98,8 @@ class ModelConfig:
     readout_tau: float = 5.0
     backend: str = "auto"
     discretization: str = "exp"    # exp | euler (SpikingJelly; the SHD delays recipe)
+    decay_input: bool = False      # lif/if and the li readout: input scaled by the leak's share (Norse, NIR r = 1)
+    v_rest: float = 0.0            # lif/if and the li readout: resting potential the membrane decays to (NIR v_leak)
     # learnable delays (kind = "delay_mlp", spike.synapses.delays)
     max_delay: int = 25            # largest synaptic delay, in time steps (kernel of max_delay + 1 taps)
     delay_sigma_init: float = 0.0  # initial Gaussian width in steps; 0 = max_delay / 2
@@ -359,6 +361,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "dt": _num(0, lo_open=True),
         "v_th": _num(0, lo_open=True),
         "v_reset": _num(),
+        "v_rest": _num(),
         "surrogate_param": _num(0, note=" (0: the surrogate's default)"),
         "dropout": _num(0, 1, hi_open=True),
         "readout_tau": _num(0, lo_open=True, inf_ok=True, note=" (inf: no leak)"),
@@ -462,6 +465,11 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str, str]]:
     elif not m.ultra_eps_min <= m.ultra_eps <= m.ultra_eps_max:
         out.append(("model", "ultra_eps", f"must lie in [ultra_eps_min, ultra_eps_max] = "
                                           f"[{m.ultra_eps_min:g}, {m.ultra_eps_max:g}]"))
+    if m.decay_input and m.neuron != "lif":
+        out.append(("model", "decay_input", f"applies to neuron = 'lif' only (an IF has no leak to share the input "
+                                            f"with; {m.neuron!r} has its own input scaling), got neuron = {m.neuron!r}"))
+    if m.v_rest != 0.0 and m.neuron not in ("lif", "if"):
+        out.append(("model", "v_rest", f"applies to neuron = 'lif' or 'if' only, got neuron = {m.neuron!r}"))
     if m.neuron == "adlif" and m.learn_adapt:  # the learnable a, b live in the open ranges (sigmoid map)
         for key, hi in (("adapt_a", 1.0), ("adapt_b", 2.0)):
             if not 0.0 < getattr(m, key) < hi:

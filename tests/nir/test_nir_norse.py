@@ -15,6 +15,7 @@ at Norse's simulation ``dt``.
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,3 +137,45 @@ def test_norse_lifcell_export_has_gains_spike_cannot_run_and_raises():
     assert isinstance(g.nodes["1"], nir.CubaLIF)
     with pytest.raises(ValueError, match=r"NIR node '1' \(CubaLIF\) field 'w_in'"):
         from_nir(g, DT, discretization="euler")
+
+
+def test_norse_export_becomes_a_checkpoint_that_reproduces_norse(tmp_path):
+    """``spike import`` of a Norse-exported graph (``decay_input`` neurons, ``[model] decay_input``): the
+    checkpoint that ``spike eval`` / ``export`` / ``stream`` load reproduces Norse's spikes."""
+    import argparse
+
+    from spike.cli import nir as nir_cli
+    from spike.inference.deploy import load_checkpoint_model
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[run]\nname = "n"\nout_dir = "{tmp_path}"\n[data]\nname = "digits"\nn_time_bins = 8\n'
+                   '[model]\nkind = "mlp"\n')
+    torch.manual_seed(5)
+    m = nt.SequentialState(torch.nn.Linear(2 * 34 * 34, 12),  # Norse's exporter has no Flatten: flat input
+                           nt.LIFBoxCell(nt.LIFBoxParameters(tau_mem_inv=torch.tensor(200.0))),
+                           torch.nn.Linear(12, 10), nt.LIFBoxCell(nt.LIFBoxParameters(tau_mem_inv=torch.tensor(200.0))))
+    with torch.no_grad():
+        m[0].weight.mul_(20.0)
+        m[2].weight.mul_(30.0)
+    x = (torch.rand(40, 3, 2, 34, 34, generator=torch.Generator().manual_seed(2)) < 0.05).float() * 20.0
+    theirs = _norse_run(m, x.flatten(2))
+    g = nt.to_nir(m, torch.zeros(1, 2 * 34 * 34), dt=1.0)
+    for name, n in (("0", 12), ("1", 12), ("2", 10), ("3", 10)):  # Norse 1.1 stores torch tensors and 0-d
+        node = g.nodes[name]  # neuron parameters, which nir.write refuses: numpy, one value per neuron
+        for k, v in vars(node).items():
+            if isinstance(v, (torch.Tensor, np.ndarray)):
+                a = np.asarray(v, dtype=np.float32)
+                setattr(node, k, a if a.ndim else np.full(n, a, np.float32))
+    src = tmp_path / "norse.nir"
+    nir.write(str(src), g)
+    parser = argparse.ArgumentParser(prog="spike")
+    nir_cli.add_parsers(parser.add_subparsers(dest="command"))
+    ckpt = tmp_path / "norse.pt"
+    res = nir_cli.cmd_import(parser.parse_args(["import", str(src), str(ckpt), "--config", str(cfg), "--dt",
+                                                str(DT), "--discretization", "euler", "--input-shape", "2", "34", "34"]))
+    assert res["neuron"] == "lif" and res["readout"] == "spikes"
+    model, c, _, _ = load_checkpoint_model(ckpt)
+    assert c.model.decay_input and c.model.discretization == "euler" and c.model.reset == "to_value"
+    assert theirs.sum() >= 10 and theirs[:, :, :].sum() < theirs.numel()
+    with torch.no_grad():
+        assert torch.equal(model(x).out, theirs)

@@ -189,3 +189,26 @@ def test_scores_with_swapped_arguments_is_one_short_error():
     with pytest.raises(ValueError, match=r"\[T, B, C\].*\(3, 4\)"):
         scores("mean_membrane", out[0])
     assert torch.equal(scores("count", out), out.sum(0))
+
+
+@pytest.mark.parametrize("neuron, key, value, words", [
+    ("if", "decay_input", "true", "neuron = 'lif' only"),
+    ("cubalif", "decay_input", "true", "neuron = 'lif' only"),
+    ("adlif", "v_rest", "0.5", "'lif' or 'if' only"),
+])
+def test_norse_style_keys_only_where_the_neuron_has_them(tiny, tmp_path, capsys, neuron, key, value, words):
+    out = tmp_path / "run"
+    args = ["--set", f'model.neuron="{neuron}"', "--set", f"model.{key}={value}"]
+    assert main(["train", str(tiny), "--out", str(out), *args]) == 2
+    line = _one_error_line(capsys)
+    assert f"[model] {key}" in line and words in line and not out.exists()
+
+
+def test_decay_input_and_v_rest_reach_the_neurons(tiny):
+    from spike.core.config import load_config
+    from spike.models import build_model
+
+    cfg = load_config(tiny, {"model.decay_input": True, "model.v_rest": -0.25, "model.readout": "li"})
+    net = build_model(cfg.model, (2, 4, 4), 3)
+    ps = [m.params() for m in net if hasattr(m, "params")]
+    assert len(ps) >= 2 and all(p.decay_input and p.v_rest == -0.25 for p in ps)  # hidden LIFs and the LI readout
