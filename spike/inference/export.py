@@ -7,8 +7,13 @@ uses its rounded integer delays (:meth:`~spike.synapses.delays.DelayedLinear.del
 Supported layers: ``Flatten``, ``Linear`` (and ``nn.Linear``), ``DelayedLinear``, ``Conv2d`` (zero
 padding, any stride/dilation/groups), ``AvgPool2d`` / ``MaxPool2d`` (no padding, floor mode),
 ``LIF`` / ``IF`` / ``LI`` (any reset, reset timing, ``decay_input``, learnable per-neuron ``tau``),
-``SharedDropout`` / ``nn.Dropout`` / ``nn.Identity`` (skipped) and ``TimePad``. Anything else raises
-:class:`ExportError` naming the layer and the reason.
+``CubaLIF`` (any reset and reset timing, ``exp`` / ``euler``, learnable per-neuron ``tau``/``tau_syn``),
+``AdLIF`` (SE-adLIF: any reset, learnable per-neuron ``tau``/``tau_w`` and ``a``/``b``), a final
+``LI -> LI`` pair (NIR ``CubaLI`` as :func:`spike.nir.from_nir` imports it: first ``v_rest = 0`` and
+unit gains; it runs as one CUBA-LI readout named after the second ``LI``),
+``SharedDropout`` / ``nn.Dropout`` / ``nn.Identity`` (skipped) and ``TimePad``. Recurrent weights
+(``recurrent=True``) have no event-driven form. Anything else raises :class:`ExportError` naming the
+layer and the reason.
 
 Example:
     >>> net = export_event_network(model, input_shape=(2, 34, 34))
@@ -27,7 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spike.events.network import Conv, Dense, EventNetwork, Neurons, Pool, TimePad
+from spike.events.network import AdLIFNeurons, Conv, CubaNeurons, Dense, EventNetwork, Neurons, Pool, TimePad
+from spike.neurons import adlif as AD
+from spike.neurons import cuba as CU
 from spike.neurons import lif as F
 from spike.neurons.modules import LI, LIF
 from spike.synapses import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, SharedDropout
@@ -81,13 +88,16 @@ def export_event_network(model: nn.Module, input_shape: tuple[int, ...] | int, *
         children = list(model.named_children())
     else:
         children = [(type(model).__name__, model)]
-    layers = []
+    layers, modules = [], []
     for name, layer in children:
         out, shape = _export_layer(name, layer, shape, dtype)
         if out is not None:
             layers.append(out)
+            modules.append(layer)
     if not layers:
         raise ExportError("the model has no exportable layer")
+    if len(layers) >= 2 and all(isinstance(m, LI) for m in modules[-2:]):
+        layers[-2:] = [_fuse_cuba_li(modules[-2], layers[-2], layers[-1])]
     try:
         return EventNetwork(_shape(input_shape), tuple(layers), dtype)
     except ValueError as e:
@@ -159,12 +169,16 @@ def _export_layer(name: str, layer: nn.Module, shape: tuple[int, ...], dtype):
         return pool, pool.out_shape
     if isinstance(layer, LIF):
         return _export_neurons(name, layer, shape, dtype), shape
+    if isinstance(layer, CU.CubaLIF):
+        return _export_cuba(name, layer, shape, dtype), shape
+    if isinstance(layer, AD.AdLIF):
+        return _export_adlif(name, layer, shape, dtype), shape
     if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
         raise _bad(name, layer, "batch norm adds a per-neuron affine map after the synaptic sum; fold it into "
                                 "the previous layer's weights and bias first (the result is then no longer "
                                 "bit-identical to the unfolded model)")
     raise _bad(name, layer, "no event-driven implementation (supported: Flatten, Linear, DelayedLinear, Conv2d, "
-                            "AvgPool2d, MaxPool2d, LIF, IF, LI, Dropout, TimePad)")
+                            "AvgPool2d, MaxPool2d, LIF, IF, LI, CubaLIF, AdLIF, Dropout, TimePad)")
 
 
 def _export_neurons(name: str, layer: LIF, shape: tuple[int, ...], dtype) -> Neurons:
@@ -182,6 +196,48 @@ def _export_neurons(name: str, layer: LIF, shape: tuple[int, ...], dtype) -> Neu
                    "membrane" if isinstance(layer, LI) else "spikes", name)
 
 
+def _check_two_variable(name: str, layer: nn.Module, p, shape: tuple[int, ...]) -> None:
+    if p.w_rec is not None:
+        raise _bad(name, layer, "recurrent weights (recurrent=True) feed last step's spikes back into the "
+                                "neurons; the event path has no recurrent synapses")
+    if layer.shape is not None and tuple(layer.shape) != tuple(shape):
+        raise _bad(name, layer, f"was built for shape {layer.shape} but receives {shape}")
+
+
+def _export_cuba(name: str, layer: nn.Module, shape: tuple[int, ...], dtype) -> CubaNeurons:
+    """:class:`~spike.neurons.cuba.CubaLIF` -> :class:`CubaNeurons` (the discrete ``alpha``, ``beta``)."""
+    p = CU.discretize(layer.params())
+    _check_two_variable(name, layer, p, shape)
+    return CubaNeurons(tuple(shape), _coef(p.alpha, shape, dtype), _coef(p.beta, shape, dtype), p.v_th, p.v_reset,
+                       0.0, p.reset, bool(p.deferred), "spikes", name)
+
+
+def _export_adlif(name: str, layer: nn.Module, shape: tuple[int, ...], dtype) -> AdLIFNeurons:
+    """:class:`~spike.neurons.adlif.AdLIF` -> :class:`AdLIFNeurons`; ``qa = q a``, ``qb = q b`` as the
+    reference computes them (:func:`spike.neurons.adlif.discretize`)."""
+    p = AD.discretize(layer.params())
+    _check_two_variable(name, layer, p, shape)
+    return AdLIFNeurons(tuple(shape), _coef(p.alpha, shape, dtype), _coef(p.beta, shape, dtype),
+                        _coef(p.qa, shape, dtype), _coef(p.qb, shape, dtype), p.v_th, p.v_reset, p.reset, name)
+
+
+def _fuse_cuba_li(first: nn.Module, syn: Neurons, mem: Neurons) -> CubaNeurons:
+    r"""``LI -> LI`` (NIR ``CubaLI`` as imported) -> one CUBA-LI readout: with ``v_rest = 0`` and unit
+    gains the pair's update :math:`i_t = \beta_1 i_{t-1} + x_t`, :math:`v_t = L(v_{t-1}) + i_t` is the CUBA
+    update, operation for operation."""
+    why = []
+    if syn.v_rest != 0.0:
+        why.append(f"v_rest={syn.v_rest} (the synaptic current decays to 0)")
+    for lay in (syn, mem):
+        if np.any(np.asarray(lay.gain) != 1):
+            why.append(f"{lay.name!r} has a gain != 1 (decay_input=True)")
+    if why:
+        raise _bad(syn.name, first, "an LI feeding an LI runs on the event path only as a CUBA-LI readout, "
+                                    "which needs " + "; ".join(why) + " to be absent")
+    return CubaNeurons(mem.shape, syn.beta, mem.beta, mem.v_th, mem.v_reset, mem.v_rest, "none", False, "membrane",
+                       mem.name)
+
+
 # -- fingerprint and the .npz file -------------------------------------------------------------------
 def model_fingerprint(model: nn.Module, n_steps: int) -> str:
     """``"sha256:<hex>"`` of the model's state (names, shapes, values) and the number of input steps.
@@ -197,19 +253,22 @@ def model_fingerprint(model: nn.Module, n_steps: int) -> str:
     return "sha256:" + h.hexdigest()
 
 
-_KINDS = {"Dense": Dense, "Conv": Conv, "Pool": Pool, "Neurons": Neurons, "TimePad": TimePad}
+_KINDS = {"Dense": Dense, "Conv": Conv, "Pool": Pool, "Neurons": Neurons, "CubaNeurons": CubaNeurons,
+          "AdLIFNeurons": AdLIFNeurons, "TimePad": TimePad}
 
 
 def save_event_network(path: str | Path, net: EventNetwork, meta: dict | None = None) -> Path:
     """Write ``net`` as an ``.npz`` (no pickle), written atomically.
 
     Layout: ``meta`` -- a JSON string: ``format`` (:data:`NPZ_FORMAT`), ``input_shape``, ``dtype``,
-    ``layers`` (per layer: ``kind`` -- Dense / Conv / Pool / Neurons / TimePad --, ``name``, and its
+    ``layers`` (per layer: ``kind`` -- Dense / Conv / Pool / Neurons / CubaNeurons / AdLIFNeurons /
+    TimePad --, ``name``, and its
     scalar fields) plus the caller's ``meta`` (:mod:`spike.inference.deploy` adds ``binning``:
     ``dataset``, ``n_time_bins``, ``sensor_size`` (W, H, P), ``input_shape``, ``duration_us``,
     ``size_hw``, ``dt_us``; ``loss``, ``n_classes``, ``fingerprint``); ``L{i}.{field}`` -- every array
-    field of layer ``i`` (``weight``, ``bias``, ``delay``, ``beta``, ``gain``; an absent ``None`` field
-    has no entry).
+    field of layer ``i`` (``weight``, ``bias``, ``delay``, ``beta``, ``gain``, ``alpha``, ``qa``, ``qb``;
+    an absent ``None`` field has no entry). Files written before the two-variable kinds load unchanged
+    (the format is the same; an older reader rejects the new kinds by name).
     """
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}

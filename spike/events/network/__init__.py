@@ -1,8 +1,10 @@
 r"""Event-driven inference of feed-forward spiking networks on the CPU (numpy + numba, no torch).
 
 A network is a tuple of plain-array layers (:class:`Dense` -- with optional integer synaptic delays --,
-:class:`Conv`, :class:`Pool`, :class:`Neurons`, :class:`TimePad`) inside an :class:`EventNetwork`,
-usually made from a trained torch model by :func:`spike.inference.export.export_event_network`.
+:class:`Conv`, :class:`Pool`, the neuron layers :class:`Neurons` (LIF / IF / LI), :class:`CubaNeurons`
+(CUBA-LIF and its CUBA-LI readout) and :class:`AdLIFNeurons` (SE-adLIF), :class:`TimePad`) inside an
+:class:`EventNetwork`, usually made from a trained torch model by
+:func:`spike.inference.export.export_event_network`.
 
 **Semantics** are those of the dense, clock-driven path (``spike.synapses.Sequential`` in ``eval()``
 mode on binned inputs ``[T, B, ...]``): step ``t`` of every layer sees the input bin ``t``, and a
@@ -19,8 +21,11 @@ LIF neuron follows :func:`spike.neurons.lif.lif_step`
   ``(t + d) mod (D + 1)`` of a per-layer ring buffer;
 * only neurons that received input at ``t`` are updated and checked for threshold, plus the few whose
   *input-free* next step would reach threshold (flagged after their last update: e.g. a subtract
-  reset that leaves ``v >= v_th``, or a deferred reset); layers with a bias, and the readout layer,
-  are updated every step;
+  reset that leaves ``v >= v_th``, or a deferred reset); layers with a bias, the readout layer and
+  the two-variable neurons (:class:`CubaNeurons`, :class:`AdLIFNeurons`, :mod:`.kernels_neurons`:
+  their current / adaptation couples to the membrane, so a silent step is no pure decay) are updated
+  every step, by the reference step (:func:`~spike.neurons.cuba.cuba_step`,
+  :func:`~spike.neurons.adlif.adlif_step`) operation for operation;
 * decay is applied lazily: a neuron touched at ``t`` after its last update at ``u`` first replays
   the ``t - u - 1`` input-free steps;
 * a layer all of whose neurons are touched at consecutive steps (full fan-out, bias) takes a
@@ -63,17 +68,19 @@ and count synaptic operations (events x non-zero fan-out) and neuron updates per
 stops where :func:`run` does however its input is chunked.
 
 Files: :mod:`.layers` (layer types), :mod:`.program` (validation and the flat-array layout the kernels
-read), :mod:`.inputs` (binning, CSR per step), :mod:`.kernels` (numba), :mod:`.batch` (:func:`run`,
+read), :mod:`.inputs` (binning, CSR per step), :mod:`.kernels` (numba; the CUBA / adLIF step in
+:mod:`.kernels_neurons`), :mod:`.batch` (:func:`run`,
 :class:`StopRule`, :class:`RunResult`), :mod:`.stream` (:class:`EventStream`).
 """
 
 from spike.events.network.batch import RunResult, StopRule, run
 from spike.events.network.inputs import BinnedEvents, bin_events, to_dense
-from spike.events.network.layers import Conv, Dense, EventNetworkError, Layer, Neurons, Pool, TimePad
+from spike.events.network.layers import (AdLIFNeurons, Conv, CubaNeurons, Dense, EventNetworkError, Layer, Neurons,
+                                         Pool, TimePad)
 from spike.events.network.program import EventNetwork, dense_ops
 from spike.events.network.stream import EventStream
 
-__all__ = ["Dense", "Conv", "Pool", "Neurons", "TimePad", "Layer", "EventNetwork", "StopRule",
+__all__ = ["Dense", "Conv", "Pool", "Neurons", "CubaNeurons", "AdLIFNeurons", "TimePad", "Layer", "EventNetwork", "StopRule",
            "BinnedEvents", "RunResult", "EventStream", "EventNetworkError", "bin_events", "run",
            "dense_ops", "to_dense"]
 

@@ -10,7 +10,7 @@ import numpy as np
 from spike.events.network.inputs import _prepare, bin_events
 from spike.events.network.kernels import run_batch, run_sample
 from spike.events.network.layers import EventNetworkError
-from spike.events.network.program import C_NOFF, C_PAD, EventNetwork
+from spike.events.network.program import _M_LIF, C_MODEL, C_NOFF, C_PAD, EventNetwork
 
 __all__ = ["StopRule", "RunResult", "run"]
 
@@ -51,7 +51,8 @@ class RunResult(NamedTuple):
       rule of :class:`spike.energy.EnergyMeter`; the rest (``synops - mac_synops``) are accumulates;
     * ``record=True`` only: ``spikes``: layer -> ``[T_layer, B, *shape]`` uint8 (``T_layer = T`` +
       the TimePads before the layer); ``v_final`` / ``s_final``: layer -> ``[B, *shape]``, the state
-      after each sample's last step.
+      after each sample's last step; ``aux_final``: the same for the second state variable of the
+      CUBA (synaptic current ``i``) and SE-adLIF (adaptation ``w``) layers.
     """
 
     out: np.ndarray
@@ -64,6 +65,7 @@ class RunResult(NamedTuple):
     v_final: dict[str, np.ndarray] | None = None
     s_final: dict[str, np.ndarray] | None = None
     mac_synops: np.ndarray | None = None
+    aux_final: dict[str, np.ndarray] | None = None
 
     @property
     def output(self) -> np.ndarray:
@@ -142,9 +144,10 @@ def run(net: EventNetwork, samples: Sequence, n_steps: int, *, record: bool = Fa
     n_neur = len(prog.vinit)
     vfinal = np.zeros((n_b, n_neur) if record else (1, 1), dtype)
     sfinal = np.zeros((n_b, n_neur) if record else (1, 1), dtype)
+    afinal = np.zeros((n_b, n_neur) if record else (1, 1), dtype)
     args = (prog.iops, prog.fops, prog.w, prog.b, prog.d, prog.beta, prog.gain, prog.vinit, prog.lay, ptrs,
             ev_idx, ev_val, np.asarray(offs, np.int64))
-    rest = (0, n_steps, thr, stop_rule is not None, out, steps, rec, int(record), cnt, vfinal, sfinal)
+    rest = (0, n_steps, thr, stop_rule is not None, out, steps, rec, int(record), cnt, vfinal, sfinal, afinal)
     if n_b == 1:  # one sample: no thread pool
         run_sample(*args, 0, *rest)
     elif n_b > 1:
@@ -152,9 +155,9 @@ def run(net: EventNetwork, samples: Sequence, n_steps: int, *, record: bool = Fa
     _check_violations(cnt)
     syn, upd, dec = _stage_counts(net, cnt)
     out_t = out.transpose(1, 0, 2).reshape(t_total, n_b, *net.out_shape)  # [B, T, C] -> [T, B, *out_shape]
-    spikes = v_final = s_final = None
+    spikes = v_final = s_final = aux_final = None
     if record:
-        spikes, v_final, s_final = {}, {}, {}
+        spikes, v_final, s_final, aux_final = {}, {}, {}, {}
         pads = {name: int(prog.iops[op, C_PAD]) for name, op, _, _ in prog.stages}
         for name, off, n, shape in prog.rec:
             t_layer = n_steps + pads[name]  # a layer before a TimePad runs only n_steps + its pads
@@ -166,8 +169,10 @@ def run(net: EventNetwork, samples: Sequence, n_steps: int, *, record: bool = Fa
             noff = int(prog.iops[op, C_NOFF])
             v_final[name] = vfinal[:, noff:noff + neu.n].reshape(n_b, *neu.shape)  # [B, *shape]
             s_final[name] = sfinal[:, noff:noff + neu.n].reshape(n_b, *neu.shape)
+            if int(prog.iops[op, C_MODEL]) != _M_LIF:
+                aux_final[name] = afinal[:, noff:noff + neu.n].reshape(n_b, *neu.shape)
     return RunResult(out_t, steps, syn, upd, dec, net.stage_names, spikes, v_final, s_final,
-                     mac_synops=_stage_macs(net, cnt))
+                     mac_synops=_stage_macs(net, cnt), aux_final=aux_final)
 
 
 def _check_violations(cnt: np.ndarray) -> None:

@@ -1,5 +1,7 @@
 """The numba kernels of the event path: per-step scatter of events into ring buffers, lazy neuron
 updates, pooling, and the time loop over one sample (:func:`run_range`) or a batch (:func:`run_batch`).
+The LIF / IF / LI update is here; the two-variable models (CUBA, SE-adLIF) step in
+:mod:`.kernels_neurons`.
 
 They read only the flat arrays of :class:`~spike.events.network.program.Program` and a per-sample state
 (``fs`` floats, ``ist`` ints) laid out by ``Program.lay``; the column and offset names are those of
@@ -11,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from spike.events.network.kernels_neurons import neurons_coupled
 from spike.events.network.program import (  # op table columns, state offsets, kinds
-    _OUT_MEMBRANE, _POOL_MAX, _R_NONE, _R_SUB, _R_VAL, _STAGE, _SYN_DELAY, _SYN_DENSE, _SYN_IDENT,
+    _M_LIF, _OUT_MEMBRANE, _POOL_MAX, _R_NONE, _R_SUB, _R_VAL, _STAGE, _SYN_DELAY, _SYN_DENSE, _SYN_IDENT,
     C_ALL, C_BOFF, C_CI, C_CO, C_DEFER, C_DEPTH, C_DH, C_DOFF, C_DW, C_GROUPS, C_HI,
-    C_HO, C_KH, C_KIND, C_KW, C_LAST, C_NOFF, C_NOUT, C_OUT, C_PAD, C_PL, C_POFF, C_PT,
+    C_HO, C_KH, C_KIND, C_KW, C_LAST, C_MODEL, C_NOFF, C_NOUT, C_OUT, C_PAD, C_PL, C_POFF, C_PT,
     C_RECOFF, C_RESET, C_ROFF, C_RSOFF, C_SH, C_SW, C_SYN, C_WI, C_WO, C_WOFF, C_ZOFF, F_DIV, F_ONE,
-    F_VRESET, F_VREST, F_VTH, F_ZERO, L_EVI0, L_EVI1, L_EVV0, L_EVV1, L_FLAG, L_FSIZE, L_FULL,
+    F_VRESET, F_VREST, F_VTH, F_ZERO, L_AUX, L_EVI0, L_EVI1, L_EVV0, L_EVV1, L_FLAG, L_FSIZE, L_FULL,
     L_ISIZE, L_LAST, L_NOPS, L_PEND, L_PENDN, L_PLIST, L_PMARK, L_PV, L_RANY, L_RING, L_RMARK,
     L_RTCH, L_RTN, L_S, L_STAMP, L_UST, L_V)
 
@@ -547,7 +550,10 @@ def run_range(iops, fops, W, Bv, Dl, beta, gain, lay, fs, ist, ev_ptr, ev_idx, e
             else:
                 cnt[op, 4] += _mac_synops(iops, fops, op, Dl, fs, ist, ei, ev, ne)
                 cnt[op, 0] += _scatter(iops, fops, op, W, Dl, lay, fs, ist, ei, ev, ne, t)
-                ne = _neurons(iops, fops, op, Bv, beta, gain, lay, fs, ist, t, eo_i, eo_v, out, rec, do_rec, cnt)
+                if iops[op, C_MODEL] == _M_LIF:
+                    ne = _neurons(iops, fops, op, Bv, beta, gain, lay, fs, ist, t, eo_i, eo_v, out, rec, do_rec, cnt)
+                else:
+                    ne = neurons_coupled(iops, fops, op, Bv, beta, lay, fs, ist, t, eo_i, eo_v, out, rec, do_rec, cnt)
             cb = 1 - cb
         # readout and stop rule
         top1 = -np.inf
@@ -572,8 +578,8 @@ def settle(iops, fops, beta, lay, fs, ist, t_end, t_in_end):  # pragma: no cover
     viol = 0
     for op in range(lay[L_NOPS]):
         noff = iops[op, C_NOFF]
-        if iops[op, C_KIND] != _STAGE or noff < 0:
-            continue
+        if iops[op, C_KIND] != _STAGE or noff < 0 or iops[op, C_MODEL] != _M_LIF:
+            continue  # the two-variable models are updated every step: nothing to replay
         stop = min(t_end, t_in_end + iops[op, C_PAD]) - 1
         zero, one = fops[op, F_ZERO], fops[op, F_ONE]
         vth, vreset, vrest = fops[op, F_VTH], fops[op, F_VRESET], fops[op, F_VREST]
@@ -595,10 +601,11 @@ def settle(iops, fops, beta, lay, fs, ist, t_end, t_in_end):  # pragma: no cover
 
 @njit(cache=True)
 def run_sample(iops, fops, W, Bv, Dl, beta, gain, vinit, lay, ptrs, ev_idx, ev_val, sample_ev_off, bi,
-               t_first, n_in_steps, thr, use_stop, out, steps, rec, do_rec, cnt, vfinal, sfinal):  # pragma: no cover
+               t_first, n_in_steps, thr, use_stop, out, steps, rec, do_rec, cnt, vfinal, sfinal,
+               afinal):  # pragma: no cover
     """Sample ``bi`` from rest: events ``ev_*[sample_ev_off[bi]:sample_ev_off[bi + 1]]`` indexed by
     ``ptrs[bi] [T + 1]``; writes ``out[bi] [T_total, C]``, ``steps[bi]``, ``cnt[bi]`` (and the
-    records / final states when ``do_rec``)."""
+    records / final states ``v, s`` and the second variable of CUBA / adLIF neurons when ``do_rec``)."""
     fs = np.empty(lay[L_FSIZE], fops.dtype)
     ist = np.empty(lay[L_ISIZE], np.int64)
     init_state(lay, vinit, fs, ist)
@@ -614,13 +621,14 @@ def run_sample(iops, fops, W, Bv, Dl, beta, gain, vinit, lay, ptrs, ev_idx, ev_v
         for q in range(len(vinit)):
             vfinal[bi, q] = fs[lay[L_V] + q]
             sfinal[bi, q] = fs[lay[L_S] + q]
+            afinal[bi, q] = fs[lay[L_AUX] + q]
 
 
 @njit(cache=True, parallel=True)
 def run_batch(iops, fops, W, Bv, Dl, beta, gain, vinit, lay, ptrs, ev_idx, ev_val, sample_ev_off, t_first,
-              n_in_steps, thr, use_stop, out, steps, rec, do_rec, cnt, vfinal, sfinal):  # pragma: no cover
+              n_in_steps, thr, use_stop, out, steps, rec, do_rec, cnt, vfinal, sfinal, afinal):  # pragma: no cover
     """Every sample from rest, in parallel over samples (``prange``)."""
     for bi in prange(out.shape[0]):
         run_sample(iops, fops, W, Bv, Dl, beta, gain, vinit, lay, ptrs, ev_idx, ev_val, sample_ev_off, bi,
-                   t_first, n_in_steps, thr, use_stop, out, steps, rec, do_rec, cnt, vfinal, sfinal)
+                   t_first, n_in_steps, thr, use_stop, out, steps, rec, do_rec, cnt, vfinal, sfinal, afinal)
 

@@ -8,7 +8,8 @@ from typing import Union
 
 import numpy as np
 
-__all__ = ["EventNetworkError", "Dense", "Conv", "Pool", "Neurons", "TimePad", "Layer", "RESETS", "OUTPUTS"]
+__all__ = ["EventNetworkError", "Dense", "Conv", "Pool", "Neurons", "CubaNeurons", "AdLIFNeurons", "TimePad", "Layer",
+           "NEURON_TYPES", "RESETS", "OUTPUTS"]
 
 
 class EventNetworkError(ValueError):
@@ -242,6 +243,112 @@ class Neurons:
         return tuple(self.shape)
 
 
+def _check_coefs(layer, names: tuple[str, ...], values: tuple[str, ...]) -> None:
+    """Common checks of a neuron layer: reset/output choices, per-neuron coefficients, finite values."""
+    if layer.reset not in RESETS:
+        raise EventNetworkError(f"{layer.name}: reset must be one of {RESETS}, got {layer.reset!r}")
+    if layer.output not in OUTPUTS:
+        raise EventNetworkError(f"{layer.name}: output must be one of {OUTPUTS}, got {layer.output!r}")
+    for what in names:
+        a = np.asarray(getattr(layer, what))
+        if a.size not in (1, layer.n) or not np.isfinite(a).all():
+            raise EventNetworkError(f"{layer.name}: {what} must be finite, a scalar or [{layer.n}], got {a.shape}")
+    if not all(math.isfinite(getattr(layer, v)) for v in values):
+        raise EventNetworkError(f"{layer.name}: {', '.join(values)} must be finite")
+
+
+@dataclass(frozen=True, eq=False)
+class CubaNeurons:
+    r"""A current-based LIF population (:func:`spike.neurons.cuba.cuba_step`), or with
+    ``output="membrane"`` its non-spiking CUBA-LI readout (NIR ``CubaLI``):
+
+    .. math::
+        I_t = \alpha I_{t-1} + x_t,\quad h_t = v_\text{rest} + \beta (v_{t-1} - v_\text{rest}) + I_t,\quad
+        s_t = H(h_t - v_\text{th}),\quad v_t = R(h_t, s_t)
+
+    (deferred: :math:`v_t = h_t = R(\ldots, s_{t-1})`; :math:`\beta v` when :math:`v_\text{rest} = 0`,
+    the reference's form). State starts at :math:`I = 0`, :math:`v = v_\text{rest}`.
+
+    Args:
+        shape: feature shape of one step.
+        alpha, beta: per-step current and membrane decays, scalars or ``[N]`` arrays.
+        v_th, v_reset, v_rest: threshold, reset value, resting potential (0 for ``CubaLIF``).
+        reset: ``"subtract"`` | ``"to_value"`` | ``"none"``; deferred: ``reset_timing="deferred"``.
+        output: ``"spikes"`` or ``"membrane"`` (only as the last layer).
+    """
+
+    shape: tuple[int, ...]
+    alpha: np.ndarray | float = 1.0
+    beta: np.ndarray | float = 1.0
+    v_th: float = 1.0
+    v_reset: float = 0.0
+    v_rest: float = 0.0
+    reset: str = "subtract"
+    deferred: bool = False
+    output: str = "spikes"
+    name: str = "cuba"
+
+    def __post_init__(self):
+        _check_coefs(self, ("alpha", "beta"), ("v_th", "v_reset", "v_rest"))
+
+    @property
+    def n(self) -> int:
+        return int(np.prod(self.shape))
+
+    n_in = n_out = n
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class AdLIFNeurons:
+    r"""An SE-adLIF population (:func:`spike.neurons.adlif.adlif_step`, Baronig et al. 2024,
+    arXiv:2408.07517):
+
+    .. math::
+        h_t = \alpha u_{t-1} + (1 - \alpha)(x_t - w_{t-1}),\quad s_t = H(h_t - \vartheta),\quad
+        u_t = R(h_t, s_t),\quad w_t = \beta w_{t-1} + (1 - \beta)(q_a u_t + q_b s_t)
+
+    State starts at :math:`u = w = 0`. A scalar coefficient's complement :math:`1 - \alpha` is computed
+    in float64 and then rounded (as torch does for a Python float), an array's in the network dtype.
+
+    Args:
+        shape: feature shape of one step.
+        alpha, beta: per-step membrane and adaptation decays, scalars or ``[N]`` arrays.
+        qa, qb: the scaled couplings :math:`q a` and :math:`q b`, scalars or ``[N]`` arrays.
+        v_th, v_reset: threshold and reset value.
+        reset: ``"to_value"`` | ``"subtract"`` | ``"none"`` (immediate).
+    """
+
+    shape: tuple[int, ...]
+    alpha: np.ndarray | float = 1.0
+    beta: np.ndarray | float = 1.0
+    qa: np.ndarray | float = 0.0
+    qb: np.ndarray | float = 0.0
+    v_th: float = 1.0
+    v_reset: float = 0.0
+    reset: str = "to_value"
+    name: str = "adlif"
+    output: str = "spikes"
+
+    def __post_init__(self):
+        if self.output != "spikes":
+            raise EventNetworkError(f"{self.name}: an AdLIF population emits spikes, got output={self.output!r}")
+        _check_coefs(self, ("alpha", "beta", "qa", "qb"), ("v_th", "v_reset"))
+
+    @property
+    def n(self) -> int:
+        return int(np.prod(self.shape))
+
+    n_in = n_out = n
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape)
+
+
 @dataclass(frozen=True)
 class TimePad:
     """Append ``n`` silent steps to the sequence (``spike.synapses.delays.TimePad``): layers before it
@@ -251,4 +358,5 @@ class TimePad:
     name: str = "pad"
 
 
-Layer = Union[Dense, Conv, Pool, Neurons, TimePad]
+NEURON_TYPES = (Neurons, CubaNeurons, AdLIFNeurons)
+Layer = Union[Dense, Conv, Pool, Neurons, CubaNeurons, AdLIFNeurons, TimePad]

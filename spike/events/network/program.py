@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spike.events.network.layers import RESETS, Conv, Dense, EventNetworkError, Neurons, Pool, TimePad
+from spike.events.network.layers import (NEURON_TYPES, RESETS, Conv, CubaNeurons, Dense, EventNetworkError,
+                                         Neurons, Pool, TimePad)
 
 __all__ = ["EventNetwork", "Program", "compile_program", "dense_ops"]
 
@@ -19,19 +20,21 @@ _POOL_MAX, _POOL_AVG, _STAGE = 0, 1, 2
 _SYN_DENSE, _SYN_DELAY, _SYN_CONV, _SYN_IDENT = 0, 1, 2, 3
 _OUT_SPIKES, _OUT_MEMBRANE, _OUT_CURRENT = 0, 1, 2
 _R_SUB, _R_VAL, _R_NONE = 0, 1, 2
+# neuron models: LIF/IF/LI (lazy, event-driven updates), CUBA-LIF and SE-adLIF (every neuron every step)
+_M_LIF, _M_CUBA, _M_ADLIF = 0, 1, 2
 # op table columns. Int data (`Program.d`) per synapse: C_DOFF -> delays [n_in, n_out] (delayed dense);
 # C_ZOFF -> the non-zero fan-out of every source [n_in] (dense) or of every tap [C_in, kh, kw] (conv):
 # the synaptic operations one event costs (a pruned, zero weight is no synapse).
 (C_KIND, C_SYN, C_NIN, C_NOUT, C_WOFF, C_BOFF, C_DOFF, C_DEPTH, C_ROFF, C_RSOFF, C_NOFF, C_POFF, C_OUT,
  C_RESET, C_DEFER, C_ALL, C_LAST, C_RECOFF, C_PAD, C_CI, C_HI, C_WI, C_CO, C_HO, C_WO, C_KH, C_KW, C_SH,
- C_SW, C_PT, C_PL, C_DH, C_DW, C_GROUPS, C_ZOFF) = range(35)
-N_ICOLS = 35
+ C_SW, C_PT, C_PL, C_DH, C_DW, C_GROUPS, C_ZOFF, C_MODEL) = range(36)
+N_ICOLS = 36
 F_VTH, F_VRESET, F_VREST, F_DIV, F_ONE, F_ZERO = range(6)
 N_FCOLS = 6
 # layout of the per-sample state (offsets into the float array `fs` and the int array `ist`)
 (L_V, L_S, L_RING, L_PV, L_EVV0, L_EVV1, L_LAST, L_UST, L_RMARK, L_RTCH, L_RTN, L_RANY, L_PEND, L_PENDN,
- L_EVI0, L_EVI1, L_PMARK, L_PLIST, L_STAMP, L_FSIZE, L_ISIZE, L_NOPS, L_FLAG, L_FULL) = range(24)
-N_LAY = 24
+ L_EVI0, L_EVI1, L_PMARK, L_PLIST, L_STAMP, L_FSIZE, L_ISIZE, L_NOPS, L_FLAG, L_FULL, L_AUX) = range(25)
+N_LAY = 25
 
 
 class Program(NamedTuple):
@@ -42,8 +45,9 @@ class Program(NamedTuple):
     w: np.ndarray  # all weights, dtype
     b: np.ndarray  # all biases, dtype
     d: np.ndarray  # int data of the synapses (delays, non-zero fan-outs), int64
-    beta: np.ndarray  # per-neuron decay, dtype
-    gain: np.ndarray  # per-neuron gain, dtype
+    beta: np.ndarray  # per-neuron coefficients from C_POFF, dtype: LIF beta [N]; CUBA alpha, beta [2, N];
+    #                   adLIF alpha, 1 - alpha, beta, 1 - beta, qa, qb [6, N]
+    gain: np.ndarray  # per-neuron gain (LIF; zeros for the other models), the layout of `beta`, dtype
     vinit: np.ndarray  # [n_neurons] initial membrane (v_rest), dtype
     lay: np.ndarray  # [N_LAY] int64 state layout
     stages: tuple  # (name, op index, neurons or None, synapse layer or None)
@@ -60,7 +64,8 @@ class EventNetwork:
     its :class:`Neurons` (a synapse may end the network: its output is then the input current),
     :class:`Pool` layers sit between a spiking layer and the next synapse, a :class:`Neurons` layer
     directly after the input or a pool receives the events as input current, and a ``"membrane"``
-    (LI) layer may only be last.
+    (LI, CUBA-LI) layer may only be last. Neuron layers are :class:`Neurons` (LIF / IF / LI),
+    :class:`CubaNeurons` (CUBA-LIF / CUBA-LI) and :class:`AdLIFNeurons` (SE-adLIF).
 
     Args:
         input_shape: shape of one input step (e.g. ``(2, 34, 34)``); channels index it flat.
@@ -112,7 +117,7 @@ def compile_program(net: EventNetwork) -> Program:
     if not layers:
         raise EventNetworkError("the network has no layers")
     for i, layer in enumerate(layers):
-        if not isinstance(layer, (Dense, Conv, Pool, Neurons, TimePad)):
+        if not isinstance(layer, (Dense, Conv, Pool, TimePad) + NEURON_TYPES):
             raise EventNetworkError(f"layer {i} ({type(layer).__name__}) is not an event-network layer")
     if isinstance(layers[-1], (Pool, TimePad)):
         raise EventNetworkError(f"the network must end with a neuron layer or a synapse, not "
@@ -167,7 +172,7 @@ def compile_program(net: EventNetwork) -> Program:
         if isinstance(layer, (Dense, Conv)):
             syn = layer
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(nxt, Neurons):
+            if isinstance(nxt, NEURON_TYPES):
                 neu = nxt
                 i += 2
             elif nxt is None:
@@ -250,20 +255,26 @@ def compile_program(net: EventNetwork) -> Program:
             row[C_OUT] = _OUT_SPIKES if neu.output == "spikes" else _OUT_MEMBRANE
             spiking = neu.output == "spikes"
             row[C_RESET] = RESETS.index(neu.reset)
-            row[C_DEFER] = int(neu.deferred)
+            row[C_DEFER] = int(getattr(neu, "deferred", False))
             row[C_NOFF] = n_off
             row[C_POFF] = p_off
-            betas.append(np.broadcast_to(np.asarray(neu.beta, dt).ravel(), (n,)))
-            gains.append(np.broadcast_to(np.asarray(neu.gain, dt).ravel(), (n,)))
-            vinit.append(np.full(n, neu.v_rest, dt))
-            p_off += n
+            coefs = _coefficients(neu, n, dt)  # [k, N]
+            row[C_MODEL] = _M_LIF if isinstance(neu, Neurons) else (_M_CUBA if isinstance(neu, CubaNeurons)
+                                                                    else _M_ADLIF)
+            betas.append(coefs.ravel())
+            gains.append(np.broadcast_to(np.asarray(neu.gain, dt).ravel(), (n,)) if isinstance(neu, Neurons)
+                         else np.zeros(coefs.size, dt))
+            v_rest = getattr(neu, "v_rest", 0.0)
+            vinit.append(np.full(n, v_rest, dt))
+            p_off += coefs.size
             n_off += n
-            frow[F_VTH], frow[F_VRESET], frow[F_VREST] = neu.v_th, neu.v_reset, neu.v_rest
+            frow[F_VTH], frow[F_VRESET], frow[F_VREST] = neu.v_th, neu.v_reset, v_rest
             if neu.output == "spikes":
                 row[C_RECOFF] = rec_off
                 rec.append((neu.name, rec_off, n, tuple(neu.shape)))
                 rec_off += n
-        row[C_ALL] = int(row[C_BOFF] >= 0 or (last and row[C_OUT] != _OUT_SPIKES))
+        # every neuron every step: a bias, a non-spiking readout, or a two-variable model (CUBA, adLIF)
+        row[C_ALL] = int(row[C_BOFF] >= 0 or (last and row[C_OUT] != _OUT_SPIKES) or row[C_MODEL] != _M_LIF)
         stages.append(((neu or syn).name, len(rows), neu, syn))
         rows.append(row)
         frows.append(frow)
@@ -276,7 +287,7 @@ def compile_program(net: EventNetwork) -> Program:
     lay = np.zeros(N_LAY, np.int64)
     f = 0
     for key, sz in ((L_V, n_off), (L_S, n_off), (L_RING, r_off), (L_PV, max_n), (L_EVV0, max_n),
-                    (L_EVV1, max_n), (L_FLAG, max_n)):
+                    (L_EVV1, max_n), (L_FLAG, max_n), (L_AUX, n_off)):
         lay[key] = f
         f += sz
     lay[L_FSIZE] = f
@@ -294,6 +305,28 @@ def compile_program(net: EventNetwork) -> Program:
 
     return Program(iops, fops, cat(ws, dt), cat(bs, dt), cat(ds, np.int64), cat(betas, dt), cat(gains, dt),
                     cat(vinit, dt), lay, tuple(stages), tuple(rec), int(iops[-1, C_NOUT]), pad)
+
+
+def _coefficients(neu, n: int, dt: np.dtype) -> np.ndarray:
+    """The per-neuron coefficient rows ``[k, N]`` of a neuron layer (the layout of ``Program.beta``).
+
+    SE-adLIF's complements ``1 - alpha``, ``1 - beta`` are computed as torch computes
+    ``1.0 - p.alpha``: in float64 and then rounded for a scalar (a Python float), in the network
+    dtype for an array (a tensor)."""
+
+    def row(c) -> np.ndarray:
+        return np.broadcast_to(np.asarray(c, dt).ravel(), (n,))
+
+    def complement(c) -> np.ndarray:
+        a = np.asarray(c)
+        return row(1.0 - float(a) if a.ndim == 0 else np.asarray(1, dt) - a.astype(dt))
+
+    if isinstance(neu, Neurons):
+        return np.stack([row(neu.beta)])
+    if isinstance(neu, CubaNeurons):
+        return np.stack([row(neu.alpha), row(neu.beta)])
+    return np.stack([row(neu.alpha), complement(neu.alpha), row(neu.beta), complement(neu.beta), row(neu.qa),
+                     row(neu.qb)])
 
 
 def dense_ops(net: EventNetwork, n_steps: int) -> dict[str, tuple[int, int]]:
