@@ -25,7 +25,9 @@ it. Tensors stay as they are when small (under :data:`MIN_NUMEL` elements), when
 require a gradient (parameters), or when their storage layout cannot be rebuilt (views into a much
 larger buffer). A restored tensor gets the saved tensor's size, strides, storage offset and storage
 size, so kernels that reuse the rest of a saved buffer still can; every unpack makes a fresh buffer, private
-to the backward that asked for it (the numba LIF writes ``dL/dx`` over its restored input).
+to the backward that asked for it (the numba LIF writes ``dL/dx`` over its restored input) and, on the CPU
+for float32/float64 (where the numba LIF runs), never at the address the saved tensor had: the LIF tells
+its restored input from the original by address, and a freed tensor's address is often handed out again.
 """
 
 from __future__ import annotations
@@ -230,14 +232,14 @@ def pack_tensor(t: Tensor, quantize: bool = False, use_reference: bool = False) 
                 _nb_bitpack(xn, out.numpy())
             else:
                 out = _bitpack(flat == 1)
-            return ("bits", layout, t.dtype, t.device, out)
+            return ("bits", layout, t.dtype, t.device, out, t.data_ptr())
         if kind == 1:
             if fast:
                 out = torch.empty(flat.numel(), dtype=torch.uint8)
                 _nb_to_grid(xn, out.numpy())
             else:
                 out = (flat * GRID).to(torch.uint8)
-            return ("grid", layout, t.dtype, t.device, out)
+            return ("grid", layout, t.dtype, t.device, out, t.data_ptr())
         if not quantize:
             return t
         if fast:
@@ -253,20 +255,27 @@ def pack_tensor(t: Tensor, quantize: bool = False, use_reference: bool = False) 
             _nb_quant(xn, _np_scalar(lo, t.dtype), _np_scalar(scale, t.dtype), q.numpy())
         else:
             q = ((flat - lo) / scale).round_().clamp_(0, 255).to(torch.uint8)
-        return ("q8", layout, t.dtype, t.device, (q, lo, scale))
+        return ("q8", layout, t.dtype, t.device, (q, lo, scale), t.data_ptr())
 
 
 def unpack_tensor(rec: Any, use_reference: bool = False) -> Tensor:
     """The tensor :func:`pack_tensor` recorded: exact for ``bits``/``grid``, dequantised for ``q8``."""
     if isinstance(rec, Tensor):
         return rec
-    kind, (size, stride, offset, storage), dtype, device, data = rec
+    kind, (size, stride, offset, storage), dtype, device, data, saved_at = rec
     n = math.prod(size)
     if njit is not None and device.type == "cpu" and dtype in (torch.float32, torch.float64) and not use_reference:
         from spike.backends.numba_lif import _empty  # asks for huge pages: a fresh buffer faults in faster
 
         buf = _empty((storage,), dtype)
         out = buf.as_strided(size, stride, offset)
+        if out.data_ptr() == saved_at:
+            # the saved tensor was freed and its address handed out again; the numba LIF tells a private
+            # restore from the saved x by address, and would take this one for x (and allocate dL/dx).
+            # Nothing is written yet, so neither buffer is resident: move on to a second one.
+            buf2 = _empty((storage,), dtype)
+            del buf
+            buf, out = buf2, buf2.as_strided(size, stride, offset)
         on = buf[offset:offset + n].numpy()
         if kind == "bits":
             _nb_bitunpack(data.numpy(), on)
