@@ -28,6 +28,7 @@ Usage::
     python bench/memory.py --quick    # T = 25 only, 2 timed rounds
     python bench/memory.py --t 25 50 100 200
     python bench/memory.py --t 100 --nets conv   # the conv net at T = 100 only
+    python bench/memory.py --t 100 --where       # also: in which layer each mode peaks
 
 Ends with one JSON line (``"bench": "memory"``).
 """
@@ -114,6 +115,44 @@ def measure_mem(net: str, mode: str, n_steps: int, reset_hwm: bool) -> dict:
     return row
 
 
+def measure_where(net: str, mode: str, n_steps: int) -> dict:
+    """Where one training step peaks: the RSS high-water mark is reset at every forward / backward
+    (pre-)hook of the model's top-level layers, so each segment's peak (MiB above the resident size
+    before the step) belongs to one layer's forward or backward (or the gaps between them)."""
+    import gc
+    import warnings
+
+    import torch
+
+    from spike.train.losses import get_loss
+
+    model, opt, x, y = _build(net, n_steps, BATCH[net], torch.device("cpu"), mode)
+    st, loss_fn = _strategy(mode), get_loss("per_step")
+    marks: list = []
+
+    def mark(name: str) -> None:
+        marks.append((name, _status_kb("VmHWM")))
+        _HWM.write_text("5")
+
+    for i, m in enumerate(model):
+        n = f"{i}:{type(m).__name__}"
+        m.register_forward_pre_hook(lambda *a, n=n: mark("before forward " + n))
+        m.register_forward_hook(lambda *a, n=n: mark("forward " + n))
+        m.register_full_backward_pre_hook(lambda *a, n=n: mark("before backward " + n))
+        m.register_full_backward_hook(lambda *a, n=n: mark("backward " + n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the first layer's input needs no gradient (full backward hook)
+        st.train_step(model, x, y, loss_fn, opt, 0.0)  # warm-up
+        gc.collect()
+        marks.clear()
+        base_kb = _status_kb("VmRSS")
+        _HWM.write_text("5")
+        st.train_step(model, x, y, loss_fn, opt, 0.0)
+        mark("optimiser step")
+    peaks = sorted(((name, (kb - base_kb) / 1024) for name, kb in marks), key=lambda r: -r[1])
+    return {"net": net, "mode": mode, "T": n_steps, "peaks": [[n, round(mb, 1)] for n, mb in peaks[:3]]}
+
+
 def measure_times(net: str, n_steps: int, rounds: int, modes: tuple[str, ...] = MODES) -> list[dict]:
     import gc
 
@@ -183,7 +222,10 @@ def worker(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
-    if spec["mode"] == "mem":
+    if spec["mode"] == "where":
+        for net, mode, n_steps in spec["configs"]:
+            print("ROW " + json.dumps(measure_where(net, mode, n_steps)), flush=True)
+    elif spec["mode"] == "mem":
         reset = _can_reset_hwm()
         for net, mode, n_steps in spec["configs"]:
             print("ROW " + json.dumps(measure_mem(net, mode, n_steps, reset)), flush=True)
@@ -197,7 +239,7 @@ def worker(spec: dict) -> None:
 
 
 def _run_worker(spec: dict, threads: int) -> list[dict]:
-    env = worker_env(threads, spec["mode"])
+    env = worker_env(threads, "mem" if spec["mode"] == "where" else spec["mode"])
     r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True,
                        text=True)
     if r.returncode != 0:
@@ -213,6 +255,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--nets", nargs="+", default=["conv", "mlp"], choices=["conv", "mlp"])
     ap.add_argument("--no-noprop", action="store_true", help="skip the NoProp-DT row (mlp, T_ref)")
+    ap.add_argument("--where", action="store_true",
+                    help="also print where each mode's step peaks (per-layer high-water marks, T_ref; Linux only)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -224,6 +268,7 @@ def main() -> None:
     t0 = time.perf_counter()
     rows: list[dict] = []
     grads = {}
+    where: list[dict] = []
     isolate = not _can_reset_hwm()
     for net in args.nets:
         modes_at = {t: MODES + (("noprop",) if net == "mlp" and t == t_ref and not args.no_noprop else ())
@@ -239,6 +284,9 @@ def main() -> None:
             r["ms"] = ms[(r["mode"], r["T"])]
             rows.append(r)
         grads[net] = _run_worker({"mode": "grad", "configs": [(net, t_ref)]}, args.threads)[0]
+        if args.where and not isolate:
+            where += _run_worker({"mode": "where", "configs": [(net, m, t_ref) for m in ("none", "packed", "mesa8")]},
+                                 args.threads)
     print(f"{'net':5s} {'mode':11s} {'T':>4s} {'CPU peak MB':>12s} {'x plain':>8s} {'ms/step':>9s} {'x plain':>8s}")
 
     def get(net, mode, t, key):
@@ -250,6 +298,8 @@ def main() -> None:
               f"{r['ms']:9.1f} {r['ms'] / base_ms:8.3f}")
     for net, g in grads.items():
         print(f"gradients {net} T={g['T']}: " + json.dumps(g))
+    for w in where:
+        print(f"peak {w['net']} {w['mode']} T={w['T']}: " + "; ".join(f"{n} {mb:.1f} MB" for n, mb in w["peaks"]))
     result: dict = {"bench": "memory", "T_ref": t_ref, "threads": args.threads,
                     "packed_grad_identical": int(all(g["packed_grad_identical"] for g in grads.values())),
                     "forward_identical_all_modes": int(all(g[f"{m}_forward_identical"] for g in grads.values()
@@ -265,6 +315,8 @@ def main() -> None:
             result[f"{mode}_time_ratio_{net}_T{t_ref}"] = round(tim, 4)
         result[f"plain_mb_{net}"] = round(get(net, "none", t_ref, "cpu_mb"), 1)
         result[f"plain_ms_{net}"] = round(get(net, "none", t_ref, "ms"), 1)
+    for w in where:
+        result[f"{w['mode']}_peak_at_{w['net']}"] = w["peaks"][0][0]
     print(f"({time.perf_counter() - t0:.0f} s)")
     print(json.dumps(result))
 
