@@ -138,7 +138,7 @@ class _AvgPool2dFn(torch.autograd.Function):
     input's values. torch's own ``avg_pool2d`` saves its input anyway (and under ``[train] memory =
     "packed" | "mesa8"`` the saved-tensor hook has to restore the whole float tensor for a shape);
     this one calls the same backward kernel (``aten::avg_pool2d_backward``) with a zero-stride stand-in
-    of the input's shape, so the gradient is torch's, bit for bit (tests/synapses/test_pool_memory.py).
+    of the input's shape, so the gradient is torch's, bit for bit (tests/synapses/test_avgpool_backward.py).
     """
 
     @staticmethod
