@@ -31,9 +31,6 @@ _logger = griffe.get_logger("griffe_house_style")
 # Their "No type or annotation" warning is silenced here, and only for these objects; remove an entry
 # once its signature is annotated (a stale entry is a warning, so it fails the strict build).
 UNTYPED_ALLOWED = {
-    "spike.core.registry.resolve": "params, x",
-    "spike.inference.export.export_event_network": "dtype",
-    "spike.io.writers.write_events": "sensor_size",
 }
 
 _SECTION = re.compile(r"^(\s*)(Args|Arguments|Parameters|Other Parameters|Keyword Args|Keyword Arguments):\s*$")

@@ -18,6 +18,10 @@ import functools
 import importlib
 import logging
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: core never imports torch at run time
+    import torch
 
 __all__ = ["BackendError", "BACKENDS", "AUTO_ORDER", "resolve", "available"]
 
@@ -70,7 +74,7 @@ def _say_once(msg: str) -> None:
     log.info(msg)
 
 
-def resolve(model: str, name: str, params, x) -> ModuleType:
+def resolve(model: str, name: str, params: Any, x: "torch.Tensor") -> ModuleType:
     """Return the backend module that runs ``params`` on ``x``.
 
     Args:

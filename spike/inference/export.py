@@ -65,7 +65,7 @@ def _bad(name: str, layer: nn.Module, why: str) -> ExportError:
 
 
 def export_event_network(model: nn.Module, input_shape: tuple[int, ...] | int, *,
-                         dtype=None) -> EventNetwork:
+                         dtype: type | np.dtype | None = None) -> EventNetwork:
     """Convert ``model`` (a ``Sequential`` of supported layers) to an :class:`EventNetwork`.
 
     Args:

@@ -98,7 +98,7 @@ def _check_metadata(path: Path, format: str, metadata) -> None:
             raise _fail(path, f"metadata must be a dict, got {type(metadata).__name__}")
 
 
-def write_events(path: str | os.PathLike, events: np.ndarray, sensor_size,
+def write_events(path: str | os.PathLike, events: np.ndarray, sensor_size: tuple[int, int, int],
                  format: str | None = None, *, metadata: dict | None = None) -> Path:
     """Write ``events`` to ``path`` in one of :data:`WRITE_FORMATS`, atomically.
 
@@ -220,7 +220,7 @@ class EventWriter:
 
     _BLOCK = 1 << 16  # events per AEDAT4 packet and per copied block
 
-    def __init__(self, path: str | os.PathLike, sensor_size, format: str | None = None, *,
+    def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int, int], format: str | None = None, *,
                  metadata: dict | None = None) -> None:
         self.path, self.format = _target(path, format)
         self.sensor_size = _check_size("sensor_size", sensor_size)
