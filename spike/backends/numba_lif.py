@@ -52,7 +52,9 @@ from spike.neurons.lif import LIFDiscrete, LIFState
 try:
     import numba
     import numpy as np
-    from numba import njit
+
+    from spike.backends._numba_lif_kernels import (_bwd_chunks_bits, _bwd_chunks_h, _fwd_chunks,
+                                                   _KD, _RA, _RB)
 except ImportError as _e:  # pragma: no cover - exercised only without numba
     numba = None
     _NUMBA_MISSING = f"numba is not installed ({_e}); pip install numba"
@@ -64,8 +66,6 @@ __all__ = ["supports", "multi_step", "multi_step_spatial", "private_restores"]
 _SURROGATES = {"atan": 0, "sigmoid": 1, "fast_sigmoid": 2, "triangle": 3}
 _DTYPES = (torch.float32, torch.float64)
 _NP_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
-# layout of the per-call constant vector (in x's dtype)
-_VTH, _VRESET, _VREST, _ONE, _ZERO, _RA, _RB, _KD, _SG1, _SG2 = range(10)
 _CHUNK_BYTES = 16384  # contiguous bytes per time row of one work item
 _PARALLEL_MIN = 1 << 20  # T * M from which the neurons are split over torch.get_num_threads() threads
 
@@ -233,19 +233,27 @@ def _config(p: LIFDiscrete, dtype: torch.dtype, T: int, M: int, temporal: bool =
 class _LIFFunction(torch.autograd.Function):
     """``(x [T,M], v0 [M], s0 [M], beta [M], gain [M]) -> (spikes [T,M], v_T [M], s_T [M], trace)``.
 
-    Saves the input ``x``, the output spikes as bits (uint8 ``[T, ceil(M/8)]``, written by the forward
-    kernel) and the ``[M]`` state and coefficients, no membrane: the backward kernel recomputes each
-    neuron chunk's pre-reset membrane from them into a small local buffer, the resets taken from the
-    saved spikes. The forward pass thus allocates no float ``[T, M]`` buffer beyond its outputs; under
-    ``spike.train.memory``'s ``mesa8`` hooks ``x`` is stored in 8 bits.
+    Two ways to keep what the backward pass needs (same gradients, bit for bit):
+
+    * plain BPTT (the default): the input ``x`` and the pre-reset membrane ``h`` (rows ``0..T-1`` of a
+      ``[T+1, M]`` buffer whose rows ``1..T`` the backward reuses for ``dL/dx``: one float ``[T, M]``
+      buffer beyond the outputs; fastest);
+    * under :mod:`spike.train.memory`'s ``packed`` / ``mesa8`` hooks (:class:`private_restores`): ``x``
+      and the output spikes as bits (uint8 ``[T, ceil(M/8)]``), no membrane; the backward kernel
+      recomputes each neuron chunk's membranes into a small local buffer (resets from the saved spikes),
+      about 2-3x the backward time of the first way, for ``[T, M]`` floats less memory.
     """
 
     @staticmethod
     def forward(ctx, x2, v0, s0, beta_m, gain_m, cfg, record):  # type: ignore[override]
-        spikes, v_t, s_t, trace, bits = _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record, save_bits=True)
-        ctx.save_for_backward(x2, bits, v0, s0, beta_m, gain_m)
-        # backward may write dL/dx over a private restored copy of x, never over x itself
-        ctx.x_ptr = x2.data_ptr() if getattr(_PRIVATE, "depth", 0) > 0 else None
+        lean = getattr(_PRIVATE, "depth", 0) > 0  # under the memory hooks: no membrane kept
+        spikes, v_t, s_t, trace, kept = _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record,
+                                                     save="bits" if lean else "h")
+        ctx.save_for_backward(x2, kept, v0, s0, beta_m, gain_m)
+        ctx.lean = lean
+        # lean: backward may write dL/dx over a private restored copy of x, never over x itself
+        ctx.x_ptr = x2.data_ptr() if lean else None
+        ctx.h_overwritten = False
         ctx.cfg = cfg
         ctx.set_materialize_grads(False)
         return spikes, v_t, s_t, (trace if record else trace[:0])
@@ -253,7 +261,7 @@ class _LIFFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_spikes, g_v, g_s, g_trace):  # type: ignore[override]
-        x2, bits, v0, s0, beta_m, gain_m = ctx.saved_tensors
+        x2, kept, v0, s0, beta_m, gain_m = ctx.saved_tensors
         cst, sg_kind, deferred, chunk, nthreads, temporal = ctx.cfg
         T, M = x2.shape
         gs, has_gs = _time_grad(g_spikes, M, x2.dtype)
@@ -261,40 +269,61 @@ class _LIFFunction(torch.autograd.Function):
         gvT = g_v.contiguous() if g_v is not None else _full(M, 0.0, x2.dtype)
         gsT = g_s.contiguous() if g_s is not None else _full(M, 0.0, x2.dtype)
         need = ctx.needs_input_grad
-        # dL/dx over x when x is a private copy restored by spike.train.memory's hooks (read by the
-        # kernel before it is overwritten, column range by column range); the gain gradient reads x
-        # after dL/dx is written, so it needs a separate buffer
-        restored = (ctx.x_ptr is not None and x2.data_ptr() != ctx.x_ptr and x2.is_contiguous()
-                    and not need[4])
-        gx = x2 if restored else _empty((T, M), x2.dtype)
         gv0, gs0, gb, gg = (torch.empty_like(v0) for _ in range(4))
-        head = (_np(x2), bits.numpy(), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, sg_kind, deferred,
+        if ctx.lean:
+            # dL/dx over x when x is a private copy restored by spike.train.memory's hooks (read by the
+            # kernel before it is overwritten, column range by column range); the gain gradient reads x
+            # after dL/dx is written, so it needs a separate buffer
+            restored = (ctx.x_ptr is not None and x2.data_ptr() != ctx.x_ptr and x2.is_contiguous()
+                        and not need[4])
+            gx = x2 if restored else _empty((T, M), x2.dtype)
+            kernel, mem = _bwd_chunks_bits, kept.numpy()
+        else:
+            h = kept
+            if ctx.h_overwritten:  # a second backward (retain_graph=True): the first reused h for dL/dx
+                h = _run_forward(x2, v0, s0, beta_m, gain_m, ctx.cfg, False, save="h")[4]
+            # dL/dx_t goes to row t+1 of h's [T+1, M] buffer: h_{t+1} is dead once step t+1 is done, and
+            # writing a row that the current step does not read keeps the loops free of aliasing. A
+            # foreign saved-tensor hook may hand back a [T, M] copy without that spare row: own buffer then
+            spare = h.untyped_storage().nbytes() >= (h.storage_offset() + (T + 1) * M) * h.element_size()
+            if spare and h.is_contiguous():
+                gx = h.as_strided((T, M), (M, 1), h.storage_offset() + M)
+                ctx.h_overwritten = True
+            else:
+                gx = _empty((T, M), x2.dtype)
+            kernel, mem = _bwd_chunks_h, h.numpy()
+        head = (_np(x2), mem, _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, sg_kind, deferred,
                 temporal, has_gs, has_gtr, int(need[3]), int(need[4]), chunk)
         tail = (_np(gs), _np(gtr), _np(gvT), _np(gsT), gx.numpy(), gv0.numpy(), gs0.numpy(), gb.numpy(),
                 gg.numpy())
-        _launch(lambda c0, c1: _bwd_chunks(*head, c0, c1, *tail), -(-M // chunk), nthreads)
+        _launch(lambda c0, c1: kernel(*head, c0, c1, *tail), -(-M // chunk), nthreads)
         s0_used = temporal and deferred and cst[_KD] != 0.0 and (cst[_RA] != 0.0 or cst[_RB] != 0.0)
         return (gx if need[0] else None, gv0 if (need[1] and temporal) else None,
                 gs0 if (need[2] and s0_used) else None,
                 gb if need[3] else None, gg if need[4] else None, None, None)
 
 
-def _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record: bool, save_bits: bool = False):
-    """Allocate the outputs and run the forward kernel: ``(spikes, v_T, s_T, trace, bits)`` (``trace``
-    is ``[T, M]`` when recorded, else a ``[1, M]`` scratch row; ``bits``: the spikes as a uint8
-    ``[T, ceil(M / 8)]`` bit array when saved, else a scratch row)."""
+def _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record: bool, save: str | None = None):
+    """Allocate the outputs and run the forward kernel: ``(spikes, v_T, s_T, trace, kept)``.
+
+    ``trace`` is ``[T, M]`` when recorded, else a ``[1, M]`` scratch row. ``kept`` is what ``save``
+    asks for: ``"h"``, the pre-reset membrane in rows ``0..T-1`` of a ``[T+1, M]`` buffer (returned as
+    the ``[T, M]`` view); ``"bits"``, the spikes as a uint8 ``[T, ceil(M / 8)]`` bit array; ``None``,
+    nothing (a scratch row).
+    """
     cst, sg_kind, deferred, chunk, nthreads, _ = cfg
     T, M = x2.shape
     spikes = _empty_like(x2)
-    bits = torch.empty(T if save_bits else 1, (M + 7) // 8, dtype=torch.uint8)
+    bits = torch.empty(T if save == "bits" else 1, (M + 7) // 8, dtype=torch.uint8)
+    h = _empty((T + 1, M), x2.dtype)[:T] if save == "h" else torch.empty(1, M, dtype=x2.dtype)
     trace = _empty_like(x2) if record else torch.empty(1, M, dtype=x2.dtype)
     v_t = torch.empty_like(v0)
     s_t = torch.empty_like(v0)
-    head = (_np(x2), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, deferred, int(record), int(save_bits),
-            chunk)
-    tail = (spikes.numpy(), bits.numpy(), trace.numpy(), v_t.numpy(), s_t.numpy())
+    head = (_np(x2), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, deferred, int(record),
+            int(save == "bits"), int(save == "h"), chunk)
+    tail = (spikes.numpy(), bits.numpy(), h.numpy(), trace.numpy(), v_t.numpy(), s_t.numpy())
     _launch(lambda c0, c1: _fwd_chunks(*head, c0, c1, *tail), -(-M // chunk), nthreads)
-    return spikes, v_t, s_t, trace, bits
+    return spikes, v_t, s_t, trace, (bits if save == "bits" else h)
 
 
 def _launch(run, n_chunks: int, nthreads: int) -> None:
@@ -377,213 +406,3 @@ def _time_grad(g: Tensor | None, M: int, dtype: torch.dtype) -> tuple[Tensor, in
     if g.stride(0) == 0:
         return g[0].contiguous().view(1, M), 0
     return g.contiguous(), 1
-
-
-if numba is not None:
-    _JIT = dict(cache=True, fastmath=False, error_model="numpy")  # exact IEEE order, no zero-div checks
-
-    @njit(**_JIT)
-    def _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, lo, hi,
-                   spikes, sbits, trace, v_out, s_out):  # pragma: no cover - compiled
-        # neurons lo:hi over all steps (lo a multiple of 8). x, spikes: [T, M]; trace: [T, M] when
-        # recorded, else a [1, M] scratch row; sbits: the spikes as bits [T, ceil(M/8)] (neuron m in
-        # bit m % 8 of byte m // 8) when saved, else a scratch row. Rows are sliced per step
-        # (xt = x[t, lo:hi]): 1-D loops vectorise.
-        T = x.shape[0]
-        n = hi - lo
-        vth, vr, one, zero, ra, rb = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO], cst[_RA], cst[_RB]
-        b = beta[lo:hi]
-        g = gain[lo:hi]
-        v = v0[lo:hi].copy()
-        s = s0[lo:hi].copy()
-        for t in range(T):
-            xt = x[t, lo:hi]
-            st = spikes[t, lo:hi]
-            rt = trace[t * record, lo:hi]
-            if deferred:
-                for j in range(n):
-                    sp = s[j]
-                    leak = vr + b[j] * (v[j] - vr)
-                    hh = (leak * (one - sp * ra) - sp * rb) + g[j] * xt[j]
-                    sn = one if hh - vth >= zero else zero
-                    st[j] = sn
-                    rt[j] = hh
-                    v[j] = hh
-                    s[j] = sn
-            else:
-                for j in range(n):
-                    leak = vr + b[j] * (v[j] - vr)
-                    hh = leak + g[j] * xt[j]
-                    sn = one if hh - vth >= zero else zero
-                    st[j] = sn
-                    vn = hh * (one - sn * ra) - sn * rb
-                    rt[j] = vn
-                    v[j] = vn
-                    s[j] = sn
-            if save_bits:
-                _tobits(st, sbits[t], lo, zero)
-        v_out[lo:hi] = v
-        s_out[lo:hi] = s
-
-    @njit(**_JIT)
-    def _tobits(st, row, lo, zero):  # pragma: no cover - compiled
-        # spikes st (neurons lo..lo+len-1, lo a multiple of 8) into their bytes of the bit row
-        n = st.shape[0]
-        b0 = lo >> 3
-        for k in range((n + 7) >> 3):
-            byte = 0
-            for q in range(8):
-                j = 8 * k + q
-                if j < n and st[j] != zero:
-                    byte |= 1 << q
-            row[b0 + k] = byte
-
-    @njit(**_JIT)
-    def _unbits(row, lo, out, one, zero):  # pragma: no cover - compiled
-        for j in range(out.shape[0]):
-            m = lo + j
-            out[j] = one if (row[m >> 3] >> (m & 7)) & 1 else zero
-
-    @njit(**_JIT)
-    def _bwd_chunk(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
-                   need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
-        # neurons lo:hi, time reversed. x: the saved input [T, M]; spk: the saved spikes as bits
-        # [T, ceil(M/8)] (see _fwd_chunk); gx: [T, M], which
-        # may be x's own buffer (x[:, lo:hi] is read into the local membrane before gx[:, lo:hi] is
-        # written); gs/gtr: [T, M] or one [1, M] row (has_* = 0); the rest [M]. Few passes per step:
-        # each extra pass costs as much as the math. temporal = 0 (SLTT): the carries to step t-1
-        # (gv, gsc) are dropped after every step.
-        T = x.shape[0]
-        n = hi - lo
-        vth, vr, one, zero = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO]
-        ra, rb, kd, c1, c2 = cst[_RA], cst[_RB], cst[_KD], cst[_SG1], cst[_SG2]
-        b = beta[lo:hi]
-        g = gain[lo:hi]
-        # pre-reset membrane of every step, recomputed with the forward's operations in its order and
-        # the resets of the saved spikes (bit-identical to the forward's for an exact x)
-        hb = np.empty((T, n), x.dtype)
-        st = np.empty(n, x.dtype)  # spikes s_t
-        spp = np.empty(n, x.dtype)  # spikes s_{t-1}
-        v = v0[lo:hi].copy()
-        s = s0[lo:hi].copy()
-        for t in range(T):
-            xt = x[t, lo:hi]
-            _unbits(spk[t], lo, st, one, zero)
-            hr = hb[t]
-            if deferred:
-                for j in range(n):
-                    sp_ = s[j]
-                    leak = vr + b[j] * (v[j] - vr)
-                    hh = (leak * (one - sp_ * ra) - sp_ * rb) + g[j] * xt[j]
-                    hr[j] = hh
-                    v[j] = hh
-                    s[j] = st[j]
-            else:
-                for j in range(n):
-                    leak = vr + b[j] * (v[j] - vr)
-                    hh = leak + g[j] * xt[j]
-                    hr[j] = hh
-                    sn = st[j]
-                    v[j] = hh * (one - sn * ra) - sn * rb
-        gv = gvT[lo:hi].copy()   # dL/d(state v) flowing back into step t
-        gsc = gsT[lo:hi].copy()  # dL/d(s_t) from outside the step (final state, deferred reset)
-        sg = np.empty(n, x.dtype)  # surrogate derivative at step t
-        vp = np.empty(n, x.dtype)  # state before step t: membrane v_{t-1} ...
-        sp = np.empty(n, x.dtype)  # ... and spikes s_{t-1}
-        gl = np.empty(n, x.dtype)  # dL/d(leak_t)
-        gh = np.empty(n, x.dtype)  # dL/d(h_t) (deferred only; equal to gl when immediate)
-        gbl = np.zeros(n, x.dtype)
-        ggl = np.zeros(n, x.dtype)
-        for t in range(T - 1, -1, -1):
-            ht = hb[t]
-            snt = st
-            _unbits(spk[t], lo, snt, one, zero)
-            gst = gs[t * has_gs, lo:hi]
-            grt = gtr[t * has_gtr, lo:hi]
-            # surrogate derivative at u = h - v_th (same formulas as spike.surrogate)
-            if sg_kind == 0:
-                for j in range(n):
-                    w = c2 * (ht[j] - vth)
-                    sg[j] = c1 * (one / (one + w * w))
-            elif sg_kind == 1:
-                for j in range(n):
-                    e = one / (one + math.exp(-(c1 * (ht[j] - vth))))
-                    sg[j] = c1 * e * (one - e)
-            elif sg_kind == 2:
-                for j in range(n):
-                    d = one + c1 * abs(ht[j] - vth)
-                    sg[j] = one / (d * d)
-            else:
-                for j in range(n):
-                    w = one - abs(ht[j] - vth) / c1
-                    sg[j] = (w if w > zero else zero) / c1
-            # state before step t
-            if deferred or need_gb:
-                if t == 0:
-                    vp[:] = v0[lo:hi]
-                    sp[:] = s0[lo:hi]
-                elif deferred:
-                    hp = hb[t - 1]
-                    _unbits(spk[t - 1], lo, spp, one, zero)
-                    for j in range(n):
-                        vp[j] = hp[j]
-                        sp[j] = spp[j]
-                else:
-                    hp = hb[t - 1]
-                    _unbits(spk[t - 1], lo, spp, one, zero)
-                    for j in range(n):
-                        sq = spp[j]
-                        vp[j] = hp[j] * (one - sq * ra) - sq * rb
-                        sp[j] = sq
-            xt = x[t, lo:hi]  # read only for the gain gradient, when gx is a separate buffer
-            gxt = gx[t, lo:hi]
-            if deferred:
-                for j in range(n):
-                    gg = gv[j] + grt[j] + sg[j] * (gst[j] + gsc[j])
-                    gxt[j] = gg * g[j]
-                    leak = vr + b[j] * (vp[j] - vr)
-                    g_leak = gg * (one - sp[j] * ra)
-                    gsc[j] = kd * gg * (-(leak * ra) - rb)
-                    gv[j] = g_leak * b[j]
-                    gl[j] = g_leak
-                    gh[j] = gg
-            else:
-                for j in range(n):
-                    hh = ht[j]
-                    sn = snt[j]
-                    gvt = gv[j] + grt[j]
-                    gg = gvt * (one - sn * ra) + sg[j] * ((gst[j] + gsc[j]) + kd * gvt * (-(hh * ra) - rb))
-                    gxt[j] = gg * g[j]
-                    gv[j] = gg * b[j]
-                    gsc[j] = zero
-                    gl[j] = gg
-            if not temporal:
-                gv[:] = zero
-                gsc[:] = zero
-            if need_gb:
-                for j in range(n):
-                    gbl[j] += gl[j] * (vp[j] - vr)
-            if need_gg:
-                dh = gh if deferred else gl
-                for j in range(n):
-                    ggl[j] += dh[j] * xt[j]
-        gv0[lo:hi] = gv
-        gs0[lo:hi] = gsc
-        gb_out[lo:hi] = gbl
-        gg_out[lo:hi] = ggl
-
-    @njit(nogil=True, **_JIT)
-    def _fwd_chunks(x, v0, s0, beta, gain, cst, deferred, record, save_bits, chunk, c0, c1,
-                    spikes, sbits, trace, v_out, s_out):  # pragma: no cover - compiled
-        M = x.shape[1]
-        for c in range(c0, c1):
-            _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, c * chunk,
-                       min(M, (c + 1) * chunk), spikes, sbits, trace, v_out, s_out)
-
-    @njit(nogil=True, **_JIT)
-    def _bwd_chunks(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
-                    need_gg, chunk, c0, c1, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
-        M = x.shape[1]
-        for c in range(c0, c1):
-            _bwd_chunk(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
-                       need_gg, c * chunk, min(M, (c + 1) * chunk), gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)

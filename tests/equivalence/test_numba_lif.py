@@ -273,28 +273,49 @@ def test_supports_reasons():
         NB.multi_step(x, F.LIFState(torch.zeros(2, 5, dtype=torch.float64), torch.zeros(2, 5)), p)
 
 
-def _saved_by_lif(x, p):
-    """Every tensor the numba LIF saves for backward (recorded by a pack hook), after one forward."""
+def _saved_by_lif(x, p, lean=False):
+    """Every tensor the numba LIF saves for backward (recorded by a pack hook), after one forward;
+    ``lean``: as under spike.train.memory's packed / mesa8 hooks (``private_restores``)."""
+    import contextlib
+
     saved = []
 
     def pack(t):
         saved.append(t)
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            (NB.private_restores() if lean else contextlib.nullcontext()):
         spikes, state, _ = NB.multi_step(x, None, p)
     return saved, spikes
 
 
+def test_plain_bptt_saves_input_and_membrane():
+    """Plain BPTT (the fast path): the input x itself and the pre-reset membrane, in a [T+1, M] buffer
+    whose spare row lets the backward write dL/dx there (one float [T, M] buffer beyond x)."""
+    T, B, N = 7, 3, 13
+    x = (torch.randn(T, B, N, generator=torch.Generator().manual_seed(8)) + 0.6).requires_grad_()
+    p = F.discretize(F.LIFParams(tau=4.0))
+    saved, spikes = _saved_by_lif(x, p)
+    floats = [t for t in saved if t.is_floating_point() and t.numel() > B * N]
+    assert len(floats) == 2 and floats[0].data_ptr() == x.data_ptr(), [tuple(t.shape) for t in floats]
+    h = floats[1]
+    assert tuple(h.shape) == (T, B * N) and h.untyped_storage().nbytes() == (T + 1) * B * N * 4
+    assert not [t for t in saved if t.dtype == torch.uint8]
+    ref = F.multi_step(x.detach(), None, p, record=True)[2]  # the reference's post-reset membrane
+    s = spikes.reshape(T, -1)
+    torch.testing.assert_close(h * (1 - s) + s * (h - 1.0), ref.reshape(T, -1))  # h, reset by subtraction
+
+
 @pytest.mark.parametrize("learn_gain", [False, True], ids=["fixed", "learnable_tau"])
-def test_saves_input_and_spike_bits_only(learn_gain):
-    """What backward keeps: the input x itself (no copy), the spikes as bits and [M] vectors; no
-    membrane or other float [T, M] buffer, with or without a learnable tau."""
+def test_memory_modes_save_input_and_spike_bits_only(learn_gain):
+    """Under the memory hooks backward keeps the input x itself (no copy), the spikes as bits and [M]
+    vectors; no membrane or other float [T, M] buffer, with or without a learnable tau."""
     T, B, N = 7, 3, 13  # M = 39: not a multiple of 8
     x = (torch.randn(T, B, N, generator=torch.Generator().manual_seed(8)) + 0.6).requires_grad_()
     tau = torch.tensor(4.0, requires_grad=True) if learn_gain else 4.0
     p = F.discretize(F.LIFParams(tau=tau))
-    saved, spikes = _saved_by_lif(x, p)
+    saved, spikes = _saved_by_lif(x, p, lean=True)
     floats = [t for t in saved if t.is_floating_point() and t.numel() > B * N]  # more than one step's worth
     assert len(floats) == 1 and floats[0].data_ptr() == x.data_ptr(), [tuple(t.shape) for t in floats]
     bits = [t for t in saved if t.dtype == torch.uint8]

@@ -1,0 +1,347 @@
+"""The numba kernels of the fused CPU LIF backend (:mod:`spike.backends.numba_lif`, which documents the
+equations and the memory layout). Two backward passes share one forward kernel:
+
+* :func:`_bwd_chunks_h` reads the pre-reset membrane ``h`` the forward saved (``save_h``): the fast path
+  of plain BPTT;
+* :func:`_bwd_chunks_bits` recomputes each neuron chunk's membranes from the saved input and the spikes
+  saved as bits (``save_bits``): no ``[T, M]`` float buffer is kept between the passes; used under
+  :mod:`spike.train.memory`'s ``packed`` / ``mesa8`` hooks.
+
+``cst`` is the per-call constant vector laid out by :data:`CONSTANTS`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+#: layout of the per-call constant vector ``cst`` (in x's dtype)
+_VTH, _VRESET, _VREST, _ONE, _ZERO, _RA, _RB, _KD, _SG1, _SG2 = range(10)
+CONSTANTS = ("v_th", "v_reset", "v_rest", "one", "zero", "ra", "rb", "kd", "sg1", "sg2")
+
+_JIT = dict(cache=True, fastmath=False, error_model="numpy")  # exact IEEE order, no zero-div checks
+
+
+@njit(**_JIT)
+def _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h, lo, hi,
+               spikes, sbits, hsave, trace, v_out, s_out):  # pragma: no cover - compiled
+    # neurons lo:hi over all steps (lo a multiple of 8). x, spikes: [T, M]; trace: [T, M] when
+    # recorded, else a [1, M] scratch row; sbits: the spikes as bits [T, ceil(M/8)] (neuron m in
+    # bit m % 8 of byte m // 8) when saved, else a scratch row. Rows are sliced per step
+    # (xt = x[t, lo:hi]): 1-D loops vectorise.
+    T = x.shape[0]
+    n = hi - lo
+    vth, vr, one, zero, ra, rb = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO], cst[_RA], cst[_RB]
+    b = beta[lo:hi]
+    g = gain[lo:hi]
+    v = v0[lo:hi].copy()
+    s = s0[lo:hi].copy()
+    for t in range(T):
+        xt = x[t, lo:hi]
+        st = spikes[t, lo:hi]
+        rt = trace[t * record, lo:hi]
+        ht = hsave[t * save_h, lo:hi]
+        if deferred:
+            for j in range(n):
+                sp = s[j]
+                leak = vr + b[j] * (v[j] - vr)
+                hh = (leak * (one - sp * ra) - sp * rb) + g[j] * xt[j]
+                sn = one if hh - vth >= zero else zero
+                st[j] = sn
+                ht[j] = hh
+                rt[j] = hh
+                v[j] = hh
+                s[j] = sn
+        else:
+            for j in range(n):
+                leak = vr + b[j] * (v[j] - vr)
+                hh = leak + g[j] * xt[j]
+                sn = one if hh - vth >= zero else zero
+                st[j] = sn
+                ht[j] = hh
+                vn = hh * (one - sn * ra) - sn * rb
+                rt[j] = vn
+                v[j] = vn
+                s[j] = sn
+        if save_bits:
+            _tobits(st, sbits[t], lo, zero)
+    v_out[lo:hi] = v
+    s_out[lo:hi] = s
+
+
+@njit(**_JIT)
+def _tobits(st, row, lo, zero):  # pragma: no cover - compiled
+    # spikes st (neurons lo..lo+len-1, lo a multiple of 8) into their bytes of the bit row
+    n = st.shape[0]
+    b0 = lo >> 3
+    for k in range((n + 7) >> 3):
+        byte = 0
+        for q in range(8):
+            j = 8 * k + q
+            if j < n and st[j] != zero:
+                byte |= 1 << q
+        row[b0 + k] = byte
+
+
+@njit(**_JIT)
+def _unbits(row, lo, out, one, zero):  # pragma: no cover - compiled
+    for j in range(out.shape[0]):
+        m = lo + j
+        out[j] = one if (row[m >> 3] >> (m & 7)) & 1 else zero
+
+
+@njit(**_JIT)
+def _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+                    need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out, hbuf):  # pragma: no cover
+    # neurons lo:hi, time reversed. x: the saved input [T, M]; spk: the saved spikes as bits
+    # [T, ceil(M/8)] (see _fwd_chunk); gx: [T, M], which
+    # may be x's own buffer (x[:, lo:hi] is read into the local membrane before gx[:, lo:hi] is
+    # written); gs/gtr: [T, M] or one [1, M] row (has_* = 0); the rest [M]. Few passes per step:
+    # each extra pass costs as much as the math. temporal = 0 (SLTT): the carries to step t-1
+    # (gv, gsc) are dropped after every step.
+    T = x.shape[0]
+    n = hi - lo
+    vth, vr, one, zero = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO]
+    ra, rb, kd, c1, c2 = cst[_RA], cst[_RB], cst[_KD], cst[_SG1], cst[_SG2]
+    b = beta[lo:hi]
+    g = gain[lo:hi]
+    # pre-reset membrane of every step, recomputed with the forward's operations in its order and
+    # the resets of the saved spikes (bit-identical to the forward's for an exact x)
+    hb = hbuf[:, :n]  # [T, n]: this thread's scratch, reused chunk after chunk (no fresh pages)
+    st = np.empty(n, x.dtype)  # spikes s_t
+    spp = np.empty(n, x.dtype)  # spikes s_{t-1}
+    v = v0[lo:hi].copy()
+    s = s0[lo:hi].copy()
+    for t in range(T):
+        xt = x[t, lo:hi]
+        _unbits(spk[t], lo, st, one, zero)
+        hr = hb[t]
+        if deferred:
+            for j in range(n):
+                sp_ = s[j]
+                leak = vr + b[j] * (v[j] - vr)
+                hh = (leak * (one - sp_ * ra) - sp_ * rb) + g[j] * xt[j]
+                hr[j] = hh
+                v[j] = hh
+                s[j] = st[j]
+        else:
+            for j in range(n):
+                leak = vr + b[j] * (v[j] - vr)
+                hh = leak + g[j] * xt[j]
+                hr[j] = hh
+                sn = st[j]
+                v[j] = hh * (one - sn * ra) - sn * rb
+    gv = gvT[lo:hi].copy()   # dL/d(state v) flowing back into step t
+    gsc = gsT[lo:hi].copy()  # dL/d(s_t) from outside the step (final state, deferred reset)
+    sg = np.empty(n, x.dtype)  # surrogate derivative at step t
+    vp = np.empty(n, x.dtype)  # state before step t: membrane v_{t-1} ...
+    sp = np.empty(n, x.dtype)  # ... and spikes s_{t-1}
+    gl = np.empty(n, x.dtype)  # dL/d(leak_t)
+    gh = np.empty(n, x.dtype)  # dL/d(h_t) (deferred only; equal to gl when immediate)
+    gbl = np.zeros(n, x.dtype)
+    ggl = np.zeros(n, x.dtype)
+    for t in range(T - 1, -1, -1):
+        ht = hb[t]
+        snt = st
+        _unbits(spk[t], lo, snt, one, zero)
+        gst = gs[t * has_gs, lo:hi]
+        grt = gtr[t * has_gtr, lo:hi]
+        # surrogate derivative at u = h - v_th (same formulas as spike.surrogate)
+        if sg_kind == 0:
+            for j in range(n):
+                w = c2 * (ht[j] - vth)
+                sg[j] = c1 * (one / (one + w * w))
+        elif sg_kind == 1:
+            for j in range(n):
+                e = one / (one + math.exp(-(c1 * (ht[j] - vth))))
+                sg[j] = c1 * e * (one - e)
+        elif sg_kind == 2:
+            for j in range(n):
+                d = one + c1 * abs(ht[j] - vth)
+                sg[j] = one / (d * d)
+        else:
+            for j in range(n):
+                w = one - abs(ht[j] - vth) / c1
+                sg[j] = (w if w > zero else zero) / c1
+        # state before step t
+        if deferred or need_gb:
+            if t == 0:
+                vp[:] = v0[lo:hi]
+                sp[:] = s0[lo:hi]
+            elif deferred:
+                hp = hb[t - 1]
+                _unbits(spk[t - 1], lo, spp, one, zero)
+                for j in range(n):
+                    vp[j] = hp[j]
+                    sp[j] = spp[j]
+            else:
+                hp = hb[t - 1]
+                _unbits(spk[t - 1], lo, spp, one, zero)
+                for j in range(n):
+                    sq = spp[j]
+                    vp[j] = hp[j] * (one - sq * ra) - sq * rb
+                    sp[j] = sq
+        xt = x[t, lo:hi]  # read only for the gain gradient, when gx is a separate buffer
+        gxt = gx[t, lo:hi]
+        if deferred:
+            for j in range(n):
+                gg = gv[j] + grt[j] + sg[j] * (gst[j] + gsc[j])
+                gxt[j] = gg * g[j]
+                leak = vr + b[j] * (vp[j] - vr)
+                g_leak = gg * (one - sp[j] * ra)
+                gsc[j] = kd * gg * (-(leak * ra) - rb)
+                gv[j] = g_leak * b[j]
+                gl[j] = g_leak
+                gh[j] = gg
+        else:
+            for j in range(n):
+                hh = ht[j]
+                sn = snt[j]
+                gvt = gv[j] + grt[j]
+                gg = gvt * (one - sn * ra) + sg[j] * ((gst[j] + gsc[j]) + kd * gvt * (-(hh * ra) - rb))
+                gxt[j] = gg * g[j]
+                gv[j] = gg * b[j]
+                gsc[j] = zero
+                gl[j] = gg
+        if not temporal:
+            gv[:] = zero
+            gsc[:] = zero
+        if need_gb:
+            for j in range(n):
+                gbl[j] += gl[j] * (vp[j] - vr)
+        if need_gg:
+            dh = gh if deferred else gl
+            for j in range(n):
+                ggl[j] += dh[j] * xt[j]
+    gv0[lo:hi] = gv
+    gs0[lo:hi] = gsc
+    gb_out[lo:hi] = gbl
+    gg_out[lo:hi] = ggl
+
+
+@njit(nogil=True, **_JIT)
+def _fwd_chunks(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h, chunk, c0, c1,
+                spikes, sbits, hsave, trace, v_out, s_out):  # pragma: no cover - compiled
+    M = x.shape[1]
+    for c in range(c0, c1):
+        _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h, c * chunk,
+                   min(M, (c + 1) * chunk), spikes, sbits, hsave, trace, v_out, s_out)
+
+
+@njit(nogil=True, **_JIT)
+def _bwd_chunks_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+                     need_gg, chunk, c0, c1, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
+    M = x.shape[1]
+    hbuf = np.empty((x.shape[0], min(chunk, M)), x.dtype)  # one [T, chunk] membrane buffer per thread
+    for c in range(c0, c1):
+        _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+                        need_gg, c * chunk, min(M, (c + 1) * chunk), gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out,
+                        hbuf)
+
+
+@njit(**_JIT)
+def _bwd_chunk_h(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb, need_gg,
+                 lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover - compiled
+    # neurons lo:hi, time reversed. h: [T, M] pre-reset membrane; gx: [T, M], which may be the
+    # rows 1..T of h's buffer (row t+1 of h is dead by step t); gs/gtr: [T, M] or one [1, M] row
+    # (has_* = 0); the rest [M]. Few passes per step: each extra pass costs as much as the math.
+    # temporal = 0 (SLTT): the carries to step t-1 (gv, gsc) are dropped after every step.
+    T = x.shape[0]
+    n = hi - lo
+    vth, vr, one, zero = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO]
+    ra, rb, kd, c1, c2 = cst[_RA], cst[_RB], cst[_KD], cst[_SG1], cst[_SG2]
+    b = beta[lo:hi]
+    g = gain[lo:hi]
+    gv = gvT[lo:hi].copy()   # dL/d(state v) flowing back into step t
+    gsc = gsT[lo:hi].copy()  # dL/d(s_t) from outside the step (final state, deferred reset)
+    sg = np.empty(n, x.dtype)  # surrogate derivative at step t
+    vp = np.empty(n, x.dtype)  # state before step t: membrane v_{t-1} ...
+    sp = np.empty(n, x.dtype)  # ... and spikes s_{t-1}
+    gl = np.empty(n, x.dtype)  # dL/d(leak_t)
+    gh = np.empty(n, x.dtype)  # dL/d(h_t) (deferred only; equal to gl when immediate)
+    gbl = np.zeros(n, x.dtype)
+    ggl = np.zeros(n, x.dtype)
+    for t in range(T - 1, -1, -1):
+        ht = h[t, lo:hi]
+        gst = gs[t * has_gs, lo:hi]
+        grt = gtr[t * has_gtr, lo:hi]
+        gxt = gx[t, lo:hi]
+        # surrogate derivative at u = h - v_th (same formulas as spike.surrogate)
+        if sg_kind == 0:
+            for j in range(n):
+                w = c2 * (ht[j] - vth)
+                sg[j] = c1 * (one / (one + w * w))
+        elif sg_kind == 1:
+            for j in range(n):
+                e = one / (one + math.exp(-(c1 * (ht[j] - vth))))
+                sg[j] = c1 * e * (one - e)
+        elif sg_kind == 2:
+            for j in range(n):
+                d = one + c1 * abs(ht[j] - vth)
+                sg[j] = one / (d * d)
+        else:
+            for j in range(n):
+                w = one - abs(ht[j] - vth) / c1
+                sg[j] = (w if w > zero else zero) / c1
+        # state before step t, recomputed from the saved pre-reset membrane
+        if deferred or need_gb:
+            if t == 0:
+                vp[:] = v0[lo:hi]
+                sp[:] = s0[lo:hi]
+            elif deferred:
+                hp = h[t - 1, lo:hi]
+                for j in range(n):
+                    vp[j] = hp[j]
+                    sp[j] = one if hp[j] - vth >= zero else zero
+            else:
+                hp = h[t - 1, lo:hi]
+                for j in range(n):
+                    sq = one if hp[j] - vth >= zero else zero
+                    vp[j] = hp[j] * (one - sq * ra) - sq * rb
+                    sp[j] = sq
+        if deferred:
+            for j in range(n):
+                gg = gv[j] + grt[j] + sg[j] * (gst[j] + gsc[j])
+                gxt[j] = gg * g[j]
+                leak = vr + b[j] * (vp[j] - vr)
+                g_leak = gg * (one - sp[j] * ra)
+                gsc[j] = kd * gg * (-(leak * ra) - rb)
+                gv[j] = g_leak * b[j]
+                gl[j] = g_leak
+                gh[j] = gg
+        else:
+            for j in range(n):
+                hh = ht[j]
+                sn = one if hh - vth >= zero else zero
+                gvt = gv[j] + grt[j]
+                gg = gvt * (one - sn * ra) + sg[j] * ((gst[j] + gsc[j]) + kd * gvt * (-(hh * ra) - rb))
+                gxt[j] = gg * g[j]
+                gv[j] = gg * b[j]
+                gsc[j] = zero
+                gl[j] = gg
+        if not temporal:
+            gv[:] = zero
+            gsc[:] = zero
+        if need_gb:
+            for j in range(n):
+                gbl[j] += gl[j] * (vp[j] - vr)
+        if need_gg:
+            xt = x[t, lo:hi]
+            dh = gh if deferred else gl
+            for j in range(n):
+                ggl[j] += dh[j] * xt[j]
+    gv0[lo:hi] = gv
+    gs0[lo:hi] = gsc
+    gb_out[lo:hi] = gbl
+    gg_out[lo:hi] = ggl
+
+
+@njit(nogil=True, **_JIT)
+def _bwd_chunks_h(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+                  need_gg, chunk, c0, c1, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
+    M = x.shape[1]
+    for c in range(c0, c1):
+        _bwd_chunk_h(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+                     need_gg, c * chunk, min(M, (c + 1) * chunk), gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)
