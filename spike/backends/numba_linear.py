@@ -26,28 +26,44 @@ MAX_DENSITY = 0.15
 
 @njit(cache=True, nogil=True)
 def _fwd_rows(x, wt, y, r0, r1):  # pragma: no cover - numba
+    # rows r0:r1 of y = x wt: the non-zeros of a row are listed first, then their weight rows are
+    # summed into a local accumulator (a fresh array: no aliasing with wt, so the loop vectorises)
     k_in = x.shape[1]
     n_out = wt.shape[1]
+    acc = np.empty(n_out, wt.dtype)
+    idx = np.empty(k_in, np.int64)
     for r in range(r0, r1):
         xr = x[r]
-        yr = y[r]
+        m = 0
         for k in range(k_in):
+            if xr[k] != 0.0:
+                idx[m] = k
+                m += 1
+        acc[:] = 0.0
+        for q in range(m):
+            k = idx[q]
             v = xr[k]
-            if v != 0.0:
-                wk = wt[k]
-                for o in range(n_out):
-                    yr[o] += v * wk[o]
+            wk = wt[k]
+            for o in range(n_out):
+                acc[o] += v * wk[o]
+        y[r, :] = acc
 
 
 @njit(cache=True, nogil=True)
 def _dw_cols(x, gy, gwt, k0, k1):  # pragma: no cover - numba
+    # columns k0:k1 of gwt = x^T gy; each gy row is copied into a local array first (no aliasing with
+    # gwt: the inner loop vectorises)
     n_out = gy.shape[1]
+    g = np.empty(n_out, gy.dtype)
     for r in range(x.shape[0]):
         xr = x[r]
-        g = gy[r]
+        copied = False
         for k in range(k0, k1):
             v = xr[k]
             if v != 0.0:
+                if not copied:
+                    g[:] = gy[r]
+                    copied = True
                 gk = gwt[k]
                 for o in range(n_out):
                     gk[o] += v * g[o]

@@ -15,11 +15,17 @@ __all__ = ["TimeDistributed", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", 
 
 
 #: ``backend="auto"`` on the CPU uses the sparse-input kernels only below this input density (estimated
-#: on a subsample of rows) and for at least :data:`SPARSE_MIN_OUT` outputs. Measured on 2 cores
-#: (bench/README.md): at 5 % the sparse path beats the dense matmul for 256 outputs, at 15 % (a hidden
-#: layer's spikes) it is 1.5x slower, and for 20 outputs it is 5-10x slower at any density.
-SPARSE_MAX_DENSITY = 0.08
+#: on a subsample of rows), for at least :data:`SPARSE_MIN_OUT` outputs, :data:`SPARSE_MIN_IN` inputs and
+#: :data:`SPARSE_MIN_ROWS` rows (``T * B``); everything else takes torch's matmul. Measured on a quiet
+#: 2-core AVX-512 Xeon (bench/README.md, "Linear: sparse kernel or matmul"): the sparse kernel beat the
+#: matmul only for 2000 x 2312 -> 512 at <= 2 % density (0.70-0.96x its time, forward + backward); at
+#: 700 or 256 inputs it was 1.1-1.7x slower even at 0.5 %, and at 100 rows 2.4-3.2x slower (its fixed
+#: cost: weight transposes, the dense scan of the input). Under heavy load (more runnable threads than
+#: cores) the matmul loses more than the kernel does; ``backend="numba"`` picks the kernel explicitly.
+SPARSE_MAX_DENSITY = 0.02
 SPARSE_MIN_OUT = 64
+SPARSE_MIN_IN = 1024
+SPARSE_MIN_ROWS = 1024
 
 
 def _check(x: Tensor, what: str, min_dim: int = 3) -> None:
@@ -85,9 +91,10 @@ class Linear(nn.Linear):
 
     Args:
         backend: ``"auto"`` uses the sparse-input numba kernels on the CPU when the input is sparse
-            (below :data:`SPARSE_MAX_DENSITY`, estimated on a subsample) and the layer has at least
-            :data:`SPARSE_MIN_OUT` outputs (see :mod:`spike.backends.numba_linear`), else the dense
-            matmul; ``"reference"`` always uses the dense matmul.
+            (below :data:`SPARSE_MAX_DENSITY`, estimated on a subsample) and the layer is large enough
+            (:data:`SPARSE_MIN_OUT` outputs, :data:`SPARSE_MIN_IN` inputs, :data:`SPARSE_MIN_ROWS` rows;
+            see :mod:`spike.backends.numba_linear`), else the dense matmul; ``"reference"`` always uses
+            the dense matmul, ``"numba"`` always the sparse kernel.
     """
 
     checks_finite = True
@@ -107,7 +114,9 @@ class Linear(nn.Linear):
         """The backend module for this call (``auto`` on the CPU: the cost rule above, no full count)."""
         if self.backend != "auto" or x.device.type != "cpu":
             return resolve("linear", self.backend, self, x)
-        if self.out_features < SPARSE_MIN_OUT or sample_density(x) > SPARSE_MAX_DENSITY:
+        rows = x.numel() // max(1, x.shape[-1])
+        if (self.out_features < SPARSE_MIN_OUT or self.in_features < SPARSE_MIN_IN or rows < SPARSE_MIN_ROWS
+                or sample_density(x) > SPARSE_MAX_DENSITY):
             return resolve("linear", "reference", self, x)
         try:
             return resolve("linear", "numba", self, x)

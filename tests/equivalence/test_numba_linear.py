@@ -57,3 +57,19 @@ def test_dense_input_is_declined_by_auto_only():
     sparse = torch.zeros(4, 2, 8)
     sparse[0, 0, 0] = 1.0
     assert resolve("linear", "auto", auto, sparse).__name__ == "spike.backends.numba_linear"
+
+
+def test_linear_auto_takes_the_kernel_only_where_it_was_measured_faster():
+    """``Linear(backend="auto")``: the sparse kernel only for sparse inputs of large layers (many rows,
+    inputs and outputs); small or denser ones take the matmul (see ``spike.synapses.layers``)."""
+    from spike.synapses import layers as L
+
+    big = Linear(2312, 512)
+    x = (torch.rand(20, 64, 2312, generator=torch.Generator().manual_seed(0)) < 0.01).float()  # 1280 rows, 1 %
+    assert big._impl(x).__name__ == "spike.backends.numba_linear"
+    assert big._impl((x + (torch.rand_like(x) < 0.05)).clamp(max=1)).__name__ == "spike.synapses.layers"  # 6 %
+    assert big._impl(x[:10]).__name__ == "spike.synapses.layers"  # 640 rows < SPARSE_MIN_ROWS
+    small_in = Linear(700, 256)
+    assert small_in._impl(x[..., :700]).__name__ == "spike.synapses.layers"  # 700 inputs < SPARSE_MIN_IN
+    assert L.SPARSE_MIN_IN > 700 and L.SPARSE_MAX_DENSITY <= 0.02
+    torch.testing.assert_close(big(x), torch.nn.functional.linear(x, big.weight, big.bias), rtol=1e-5, atol=1e-5)
