@@ -101,7 +101,7 @@ def _build(net: str, method: str, n_steps: int, batch: int, device):
         shape, n_cls = (700,), 20
     else:
         shape, n_cls = (2, 32, 32), 10
-    strategies = {"bptt": BPTT(), "sltt": SLTT(), "sltt_c10": SLTT(chunk=10), "sltt_c25": SLTT(chunk=25), "sltt_k1": SLTT(k=1, chunk=10),
+    strategies = {"bptt": BPTT(), "sltt": SLTT(chunk=1), "sltt_c10": SLTT(chunk=10), "sltt_c25": SLTT(chunk=25), "sltt_k1": SLTT(k=1, chunk=10),
                   "sltt_k2": SLTT(k=2, chunk=10), "ff": ForwardForward(), "mono": MonoForward()}
     if method in BASELINES_T100:
         strategies.update(bptt_ref=BPTT(), bptt_sj=_SJBPTT())

@@ -3,9 +3,7 @@ r"""Fused CPU LIF backend (registered as ``"numba"``): one numba loop forward, o
 The input ``x: [T, B, *features]`` is viewed as ``[T, M]`` with ``M = B * prod(features)``. Both
 kernels split the ``M`` neurons into chunks (spread over ``torch.get_num_threads()`` threads for
 large inputs); each chunk keeps its membrane in a small local array and walks the time axis inside,
-so a step costs one read of ``x_t`` and one write of ``s_t``. The forward pass allocates only its
-outputs; the backward pass allocates ``dL/dx``, or writes it over ``x`` when ``x`` is a copy that a
-saved-tensor hook restored for this backward (``spike.train.memory``'s ``packed``/``mesa8``).
+so a step costs one read of ``x_t`` and one write of ``s_t`` (plus ``h_t`` when it is kept, below).
 
 The forward pass repeats the operations of :func:`spike.neurons.lif.lif_step` in the same order and
 in ``x``'s dtype, so spikes are bit-identical to the reference:
@@ -17,11 +15,16 @@ in ``x``'s dtype, so spikes are bit-identical to the reference:
 
 with every reset written as :math:`R(h, s) = h (1 - a s) - b s` (subtract: :math:`a=0, b=v_\text{th}`;
 to_value: :math:`a=1, b=-v_\text{reset}`; none: :math:`a=b=0`), which is exact for :math:`s \in \{0,1\}`.
-Saved for backward are the input ``x`` and the output spikes as bits (1/32 of a float32 tensor) but
-no membrane: the backward kernel recomputes each neuron chunk's pre-reset membranes ``h`` (bit-identical,
-the resets taken from the saved spikes) into a local ``[T, chunk]`` buffer, then the surrogate
-derivative :math:`\sigma'(h_t - v_\text{th})` and the previous membrane from them, and walks time in
-reverse:
+Saved for backward are the input ``x`` and, for plain BPTT, the pre-reset membrane ``h`` (rows
+``0..T-1`` of a ``[T+1, M]`` buffer whose rows ``1..T`` the backward reuses for ``dL/dx``: two fresh
+``[T, M]`` buffers per forward + backward in all; fresh large buffers are costly, every page faults on
+first touch). Under ``spike.train.memory``'s ``packed`` / ``mesa8`` hooks (:class:`private_restores`)
+the output spikes are saved as bits instead (1/32 of a float32 tensor) and no membrane: the backward
+kernel recomputes each neuron chunk's ``h`` (bit-identical, the resets taken from the saved spikes)
+into a per-thread ``[T, chunk]`` buffer, at 2-3x the backward time, and writes ``dL/dx`` over the
+restored copy of ``x``. Either way it derives the surrogate derivative :math:`\sigma'(h_t - v_\text{th})`
+and the previous membrane from ``h`` and walks time in reverse (kernels:
+:mod:`spike.backends._numba_lif_kernels`):
 
 .. math::
     \bar h_t = \bar v_t \frac{\partial R}{\partial h}
