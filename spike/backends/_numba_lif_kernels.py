@@ -7,6 +7,9 @@ equations and the memory layout). Two backward passes share one forward kernel:
   saved as bits (``save_bits``): no ``[T, M]`` float buffer is kept between the passes; used under
   :mod:`spike.train.memory`'s ``packed`` / ``mesa8`` hooks.
 
+Both run the same reverse pass, :func:`_bwd_reverse`, which takes the membranes from wherever they are
+and the spikes from the bits or from the membranes.
+
 ``cst`` is the per-call constant vector laid out by :data:`CONSTANTS`.
 """
 
@@ -92,26 +95,22 @@ def _unbits(row, lo, out, one, zero):  # pragma: no cover - compiled
         out[j] = one if (row[m >> 3] >> (m & 7)) & 1 else zero
 
 
+
+
 @njit(**_JIT)
 def _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
                     need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out, hbuf):  # pragma: no cover
-    # neurons lo:hi, time reversed. x: the saved input [T, M]; spk: the saved spikes as bits
-    # [T, ceil(M/8)] (see _fwd_chunk); gx: [T, M], which
-    # may be x's own buffer (x[:, lo:hi] is read into the local membrane before gx[:, lo:hi] is
-    # written); gs/gtr: [T, M] or one [1, M] row (has_* = 0); the rest [M]. Few passes per step:
-    # each extra pass costs as much as the math. temporal = 0 (SLTT): the carries to step t-1
-    # (gv, gsc) are dropped after every step.
+    # neurons lo:hi: recompute the pre-reset membrane of every step into this thread's hbuf with the
+    # forward's operations in its order and the resets of the saved spikes (bit-identical to the
+    # forward's for an exact x), then the reverse pass. spk: the spikes as bits [T, ceil(M/8)]; gx may be
+    # x's own buffer (x[:, lo:hi] is read here, before the reverse pass writes gx[:, lo:hi]).
     T = x.shape[0]
     n = hi - lo
-    vth, vr, one, zero = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO]
-    ra, rb, kd, c1, c2 = cst[_RA], cst[_RB], cst[_KD], cst[_SG1], cst[_SG2]
+    vr, one, zero, ra, rb = cst[_VREST], cst[_ONE], cst[_ZERO], cst[_RA], cst[_RB]
     b = beta[lo:hi]
     g = gain[lo:hi]
-    # pre-reset membrane of every step, recomputed with the forward's operations in its order and
-    # the resets of the saved spikes (bit-identical to the forward's for an exact x)
     hb = hbuf[:, :n]  # [T, n]: this thread's scratch, reused chunk after chunk (no fresh pages)
     st = np.empty(n, x.dtype)  # spikes s_t
-    spp = np.empty(n, x.dtype)  # spikes s_{t-1}
     v = v0[lo:hi].copy()
     s = s0[lo:hi].copy()
     for t in range(T):
@@ -133,8 +132,41 @@ def _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal
                 hr[j] = hh
                 sn = st[j]
                 v[j] = hh * (one - sn * ra) - sn * rb
+    _bwd_reverse(x, hbuf, 0, spk, 1, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
+                 need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)
+
+
+@njit(**_JIT)
+def _spikes_of(hs, ho, spk, from_bits, t, lo, out, vth, one, zero):  # pragma: no cover - compiled
+    # the spikes s_t of neurons lo:lo+len(out): from the saved bits, or H(h_t - v_th) of the saved h
+    if from_bits:
+        _unbits(spk[t], lo, out, one, zero)
+    else:
+        ht = hs[t, ho:ho + out.shape[0]]
+        for j in range(out.shape[0]):
+            out[j] = one if ht[j] - vth >= zero else zero
+
+
+@njit(**_JIT)
+def _bwd_reverse(x, hs, ho, spk, from_bits, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr,
+                 need_gb, need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
+    # BPTT through neurons lo:hi, time reversed. hs[:, ho:ho + n]: their pre-reset membranes (the saved
+    # [T, M] h with ho = lo, or a chunk's recomputed [T, n] buffer with ho = 0); spikes from the saved
+    # bits (from_bits) or from h. gx: [T, M], which may be the rows 1..T of h's buffer (row t+1 of h is
+    # dead by step t) or x's own buffer (then the gain gradient, which reads x, is not asked for);
+    # gs/gtr: [T, M] or one [1, M] row (has_* = 0); the rest [M]. Few passes per step: each extra pass
+    # costs as much as the math. temporal = 0 (SLTT): the carries to step t-1 (gv, gsc) are dropped
+    # after every step.
+    T = x.shape[0]
+    n = hi - lo
+    vth, vr, one, zero = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO]
+    ra, rb, kd, c1, c2 = cst[_RA], cst[_RB], cst[_KD], cst[_SG1], cst[_SG2]
+    b = beta[lo:hi]
+    g = gain[lo:hi]
     gv = gvT[lo:hi].copy()   # dL/d(state v) flowing back into step t
     gsc = gsT[lo:hi].copy()  # dL/d(s_t) from outside the step (final state, deferred reset)
+    snt = np.empty(n, x.dtype)  # spikes s_t
+    spp = np.empty(n, x.dtype)  # spikes s_{t-1}
     sg = np.empty(n, x.dtype)  # surrogate derivative at step t
     vp = np.empty(n, x.dtype)  # state before step t: membrane v_{t-1} ...
     sp = np.empty(n, x.dtype)  # ... and spikes s_{t-1}
@@ -143,9 +175,9 @@ def _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal
     gbl = np.zeros(n, x.dtype)
     ggl = np.zeros(n, x.dtype)
     for t in range(T - 1, -1, -1):
-        ht = hb[t]
-        snt = st
-        _unbits(spk[t], lo, snt, one, zero)
+        ht = hs[t, ho:ho + n]
+        if not deferred:
+            _spikes_of(hs, ho, spk, from_bits, t, lo, snt, vth, one, zero)
         gst = gs[t * has_gs, lo:hi]
         grt = gtr[t * has_gtr, lo:hi]
         # surrogate derivative at u = h - v_th (same formulas as spike.surrogate)
@@ -170,20 +202,18 @@ def _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal
             if t == 0:
                 vp[:] = v0[lo:hi]
                 sp[:] = s0[lo:hi]
-            elif deferred:
-                hp = hb[t - 1]
-                _unbits(spk[t - 1], lo, spp, one, zero)
-                for j in range(n):
-                    vp[j] = hp[j]
-                    sp[j] = spp[j]
             else:
-                hp = hb[t - 1]
-                _unbits(spk[t - 1], lo, spp, one, zero)
-                for j in range(n):
-                    sq = spp[j]
-                    vp[j] = hp[j] * (one - sq * ra) - sq * rb
-                    sp[j] = sq
-        xt = x[t, lo:hi]  # read only for the gain gradient, when gx is a separate buffer
+                hp = hs[t - 1, ho:ho + n]
+                _spikes_of(hs, ho, spk, from_bits, t - 1, lo, spp, vth, one, zero)
+                if deferred:
+                    for j in range(n):
+                        vp[j] = hp[j]
+                        sp[j] = spp[j]
+                else:
+                    for j in range(n):
+                        sq = spp[j]
+                        vp[j] = hp[j] * (one - sq * ra) - sq * rb
+                        sp[j] = sq
         gxt = gx[t, lo:hi]
         if deferred:
             for j in range(n):
@@ -212,6 +242,7 @@ def _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal
             for j in range(n):
                 gbl[j] += gl[j] * (vp[j] - vr)
         if need_gg:
+            xt = x[t, lo:hi]
             dh = gh if deferred else gl
             for j in range(n):
                 ggl[j] += dh[j] * xt[j]
@@ -230,6 +261,7 @@ def _fwd_chunks(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h,
                    min(M, (c + 1) * chunk), spikes, sbits, hsave, trace, v_out, s_out)
 
 
+
 @njit(nogil=True, **_JIT)
 def _bwd_chunks_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
                      need_gg, chunk, c0, c1, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
@@ -241,107 +273,13 @@ def _bwd_chunks_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, tempora
                         hbuf)
 
 
-@njit(**_JIT)
-def _bwd_chunk_h(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb, need_gg,
-                 lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover - compiled
-    # neurons lo:hi, time reversed. h: [T, M] pre-reset membrane; gx: [T, M], which may be the
-    # rows 1..T of h's buffer (row t+1 of h is dead by step t); gs/gtr: [T, M] or one [1, M] row
-    # (has_* = 0); the rest [M]. Few passes per step: each extra pass costs as much as the math.
-    # temporal = 0 (SLTT): the carries to step t-1 (gv, gsc) are dropped after every step.
-    T = x.shape[0]
-    n = hi - lo
-    vth, vr, one, zero = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO]
-    ra, rb, kd, c1, c2 = cst[_RA], cst[_RB], cst[_KD], cst[_SG1], cst[_SG2]
-    b = beta[lo:hi]
-    g = gain[lo:hi]
-    gv = gvT[lo:hi].copy()   # dL/d(state v) flowing back into step t
-    gsc = gsT[lo:hi].copy()  # dL/d(s_t) from outside the step (final state, deferred reset)
-    sg = np.empty(n, x.dtype)  # surrogate derivative at step t
-    vp = np.empty(n, x.dtype)  # state before step t: membrane v_{t-1} ...
-    sp = np.empty(n, x.dtype)  # ... and spikes s_{t-1}
-    gl = np.empty(n, x.dtype)  # dL/d(leak_t)
-    gh = np.empty(n, x.dtype)  # dL/d(h_t) (deferred only; equal to gl when immediate)
-    gbl = np.zeros(n, x.dtype)
-    ggl = np.zeros(n, x.dtype)
-    for t in range(T - 1, -1, -1):
-        ht = h[t, lo:hi]
-        gst = gs[t * has_gs, lo:hi]
-        grt = gtr[t * has_gtr, lo:hi]
-        gxt = gx[t, lo:hi]
-        # surrogate derivative at u = h - v_th (same formulas as spike.surrogate)
-        if sg_kind == 0:
-            for j in range(n):
-                w = c2 * (ht[j] - vth)
-                sg[j] = c1 * (one / (one + w * w))
-        elif sg_kind == 1:
-            for j in range(n):
-                e = one / (one + math.exp(-(c1 * (ht[j] - vth))))
-                sg[j] = c1 * e * (one - e)
-        elif sg_kind == 2:
-            for j in range(n):
-                d = one + c1 * abs(ht[j] - vth)
-                sg[j] = one / (d * d)
-        else:
-            for j in range(n):
-                w = one - abs(ht[j] - vth) / c1
-                sg[j] = (w if w > zero else zero) / c1
-        # state before step t, recomputed from the saved pre-reset membrane
-        if deferred or need_gb:
-            if t == 0:
-                vp[:] = v0[lo:hi]
-                sp[:] = s0[lo:hi]
-            elif deferred:
-                hp = h[t - 1, lo:hi]
-                for j in range(n):
-                    vp[j] = hp[j]
-                    sp[j] = one if hp[j] - vth >= zero else zero
-            else:
-                hp = h[t - 1, lo:hi]
-                for j in range(n):
-                    sq = one if hp[j] - vth >= zero else zero
-                    vp[j] = hp[j] * (one - sq * ra) - sq * rb
-                    sp[j] = sq
-        if deferred:
-            for j in range(n):
-                gg = gv[j] + grt[j] + sg[j] * (gst[j] + gsc[j])
-                gxt[j] = gg * g[j]
-                leak = vr + b[j] * (vp[j] - vr)
-                g_leak = gg * (one - sp[j] * ra)
-                gsc[j] = kd * gg * (-(leak * ra) - rb)
-                gv[j] = g_leak * b[j]
-                gl[j] = g_leak
-                gh[j] = gg
-        else:
-            for j in range(n):
-                hh = ht[j]
-                sn = one if hh - vth >= zero else zero
-                gvt = gv[j] + grt[j]
-                gg = gvt * (one - sn * ra) + sg[j] * ((gst[j] + gsc[j]) + kd * gvt * (-(hh * ra) - rb))
-                gxt[j] = gg * g[j]
-                gv[j] = gg * b[j]
-                gsc[j] = zero
-                gl[j] = gg
-        if not temporal:
-            gv[:] = zero
-            gsc[:] = zero
-        if need_gb:
-            for j in range(n):
-                gbl[j] += gl[j] * (vp[j] - vr)
-        if need_gg:
-            xt = x[t, lo:hi]
-            dh = gh if deferred else gl
-            for j in range(n):
-                ggl[j] += dh[j] * xt[j]
-    gv0[lo:hi] = gv
-    gs0[lo:hi] = gsc
-    gb_out[lo:hi] = gbl
-    gg_out[lo:hi] = ggl
-
-
 @njit(nogil=True, **_JIT)
 def _bwd_chunks_h(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
                   need_gg, chunk, c0, c1, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
+    # the saved pre-reset membrane h [T, M]: the reverse pass reads it in place, spikes from h
     M = x.shape[1]
+    nobits = np.empty((1, 1), np.uint8)
     for c in range(c0, c1):
-        _bwd_chunk_h(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
-                     need_gg, c * chunk, min(M, (c + 1) * chunk), gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)
+        lo, hi = c * chunk, min(M, (c + 1) * chunk)
+        _bwd_reverse(x, h, lo, nobits, 0, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr,
+                     need_gb, need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)

@@ -141,6 +141,26 @@ def _concat(chunks: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(chunks)  # pragma: no cover - aedat always yields one packed dtype
 
 
+def _aedat4_description(size) -> list:
+    """faery's description tree of one LZ4-compressed event stream ``size[0] x size[1]`` (as DV writes it)."""
+    from faery.extension import aedat as fa
+
+    def attr(kind, value):
+        return fa.DescriptionAttribute(attribute_type=kind, value=value)
+
+    info = fa.DescriptionNode(name="info", path="/mainloop/Recorder/outInfo/0/info/",
+                              attributes={"sizeX": attr("int", size[0]),
+                                          "sizeY": attr("int", size[1]),
+                                          "source": attr("string", "spike")}, nodes=[])
+    stream = fa.DescriptionNode(
+        name="0", path="/mainloop/Recorder/outInfo/0/",
+        attributes={"compression": attr("string", "LZ4"),
+                    "originalOutputName": attr("string", "events"),
+                    "typeIdentifier": attr("string", "EVTS")},
+        nodes=[info])
+    return [fa.DescriptionNode(name="outInfo", path="/mainloop/Recorder/outInfo/", attributes={}, nodes=[stream])]
+
+
 def _write_aedat4(tmp: Path, path, events: np.ndarray, size) -> None:
     """Write one LZ4-compressed event stream with faery's AEDAT4 encoder."""
     with _third_party(path, "faery's AEDAT4 encoder failed", printed="warn"):
@@ -148,22 +168,7 @@ def _write_aedat4(tmp: Path, path, events: np.ndarray, size) -> None:
 
         from spike.io.prophesee import _faery_events
 
-        def attr(kind, value):
-            return fa.DescriptionAttribute(attribute_type=kind, value=value)
-
-        info = fa.DescriptionNode(name="info", path="/mainloop/Recorder/outInfo/0/info/",
-                                  attributes={"sizeX": attr("int", size[0]),
-                                              "sizeY": attr("int", size[1]),
-                                              "source": attr("string", "spike")}, nodes=[])
-        stream = fa.DescriptionNode(
-            name="0", path="/mainloop/Recorder/outInfo/0/",
-            attributes={"compression": attr("string", "LZ4"),
-                        "originalOutputName": attr("string", "events"),
-                        "typeIdentifier": attr("string", "EVTS")},
-            nodes=[info])
-        out_info = fa.DescriptionNode(name="outInfo", path="/mainloop/Recorder/outInfo/",
-                                      attributes={}, nodes=[stream])
-        with fa.Encoder(path=str(tmp), description=[out_info], compression=fa.LZ4_DEFAULT) as enc:
+        with fa.Encoder(path=str(tmp), description=_aedat4_description(size), compression=fa.LZ4_DEFAULT) as enc:
             packed = _faery_events(events)
             step = 1 << 16  # packets of 65536 events, as DV writes them
             for i in range(0, len(packed), step):

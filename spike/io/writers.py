@@ -457,7 +457,7 @@ class EventWriter:
 
 
 class _Aedat4Stream:
-    """faery's AEDAT4 encoder with :func:`spike.io.aedat4._write_aedat4`'s description, fed
+    """faery's AEDAT4 encoder with :func:`spike.io.aedat4._aedat4_description`, fed
     65536-event packets as that writer cuts them (the tests check the files are identical)."""
 
     def __init__(self, tmp: Path, path: Path, size) -> None:
@@ -465,22 +465,9 @@ class _Aedat4Stream:
         with _third_party(path, "faery's AEDAT4 encoder failed", printed="warn"):
             from faery.extension import aedat as fa
 
-            def attr(kind, value):
-                return fa.DescriptionAttribute(attribute_type=kind, value=value)
+            from spike.io.aedat4 import _aedat4_description
 
-            info = fa.DescriptionNode(name="info", path="/mainloop/Recorder/outInfo/0/info/",
-                                      attributes={"sizeX": attr("int", size[0]),
-                                                  "sizeY": attr("int", size[1]),
-                                                  "source": attr("string", "spike")}, nodes=[])
-            stream = fa.DescriptionNode(
-                name="0", path="/mainloop/Recorder/outInfo/0/",
-                attributes={"compression": attr("string", "LZ4"),
-                            "originalOutputName": attr("string", "events"),
-                            "typeIdentifier": attr("string", "EVTS")},
-                nodes=[info])
-            out_info = fa.DescriptionNode(name="outInfo", path="/mainloop/Recorder/outInfo/",
-                                          attributes={}, nodes=[stream])
-            self.enc = fa.Encoder(path=str(tmp), description=[out_info], compression=fa.LZ4_DEFAULT)
+            self.enc = fa.Encoder(path=str(tmp), description=_aedat4_description(size), compression=fa.LZ4_DEFAULT)
             self.enc.__enter__()
 
     def write(self, ev: np.ndarray) -> None:
