@@ -412,6 +412,9 @@ def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, ou
                "seed": cfg.run.seed, "split": _split_record(cfg, data, val)}
     if select == "last":
         metrics["selected_by"] = "last epoch" + ("" if val is not None else " (no validation set)")
+        if val is not None and not cfg.train.report_max_test:  # test was not run per epoch: once, on the last
+            test = trainer.evaluate(test_loader)
+            metrics.update(test_accuracy=test["test_accuracy"], test_loss=test["test_loss"])
     else:
         epoch = trainer.load_selected()  # test is evaluated once, on the selected model
         test = trainer.evaluate(test_loader)

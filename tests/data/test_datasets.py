@@ -584,3 +584,29 @@ def test_real_aedat4_of_the_wrong_sensor_is_named(shared_data, tmp_path):
         os.symlink(real, tmp_path / "CIFAR10DVS" / cls / "a.aedat4")
     with pytest.raises(D.DatasetFormatError, match=r"airplane/a\.aedat4: x outside the sensor.*\(128, 128, 2\)"):
         build_data(DataConfig(name="cifar10_dvs", root=str(tmp_path), n_time_bins=2, cache=False, options=OFF))
+
+
+@pytest.mark.parametrize("config", ["dvs_gesture_sew.toml", "dvs_gesture_maxformer.toml", "cifar10_dvs_maxformer.toml"])
+def test_deep_recipes_train_end_to_end_on_fixtures(root, written, config, tmp_path):
+    """The deep-network recipes (their networks as configured) run ``spike train``'s whole path on the
+    format-exact fixtures: one epoch, test evaluated, checkpoint and metrics written (the fixtures hold one
+    or two recordings per class, too few for a validation split: the last epoch is the selected one)."""
+    import json as _json
+
+    from spike.core.config import load_config
+    from spike.train.recipe import train_from_config
+
+    options = {**load_config(REPO / "configs" / config).data.options, **OFF}  # the recipe's, no download
+    # the recipes' networks as configured, on smaller frames and fewer training recordings: CI stays short
+    options["size"] = [32, 32]
+    if "split" in options:  # CIFAR10-DVS (80 fixture recordings): train on 16 of them
+        options["split"] = [0.2, 0.4, 0.4]
+    cfg = load_config(REPO / "configs" / config, {
+        "data.root": str(root), "data.n_time_bins": 2, "data.batch_size": 2, "data.eval_batch_size": 4,
+        "data.options": options, "data.cache": False, "data.val_fraction": 0.0, "train.select": "last",
+        "train.epochs": 1, "run.out_dir": str(tmp_path), "run.progress": False, "run.plots": False})
+    m = train_from_config(cfg, device="cpu")
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["epochs"] == 1 and m["selected_by"].startswith("last epoch")
+    run = Path(m["run_dir"])
+    assert (run / "last.pt").is_file()
+    assert _json.loads((run / "metrics.json").read_text())["test_accuracy"] == m["test_accuracy"]

@@ -199,3 +199,24 @@ def test_repeated_set_options_all_apply(tiny, tmp_path, capsys):
     from spike.train.trainer import load_checkpoint
 
     assert load_checkpoint(out / "last.pt")["config"]["model"]["hidden"] == [8]
+
+
+def test_select_last_with_a_validation_set_still_tests_the_last_model_once(tiny, tmp_path, capsys, monkeypatch):
+    """``select = "last"`` with a validation split: validation every epoch, test once at the end (it used to
+    report no test accuracy at all)."""
+    calls = []
+    real = trainer_mod.Trainer.evaluate
+
+    def spy(self, loader, prefix="test"):
+        calls.append(prefix)
+        return real(self, loader, prefix)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "evaluate", spy)
+    rc, out, cap = _run(tmp_path, capsys, "train.select=last")
+    assert rc == 0, cap.err
+    m = _metrics(cap)
+    assert calls.count("test") == 1 and calls.count("val") == 4
+    assert m["selected_by"] == "last epoch" and 0.0 <= m["test_accuracy"] <= 1.0
+    assert main(["eval", str(out / "last.pt")]) == 0  # the reported number is the last model's
+    ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert ev["test_accuracy"] == pytest.approx(m["test_accuracy"])
