@@ -315,8 +315,10 @@ def test_matches_lauscher_on_cached_outputs():
             assert abs(m["best_channel"] - m["best_channel_lauscher"]) <= 15, (name, m)
             for t in (m["tonotopy"], m["tonotopy_lauscher"]):  # the wave peaks ~13 channels basal of CF
                 assert abs(t["best_channel"] - t["predicted_channel"]) <= 20, (name, t)
-        if spec and spec[0] == "chirp" and m["tonotopy"]["chirp_bins"] >= 10:  # the place follows the sweep
-            assert m["tonotopy"]["chirp_channel_corr"] >= 0.9, (name, m["tonotopy"])
-            assert m["tonotopy_lauscher"]["chirp_channel_corr"] >= 0.9, (name, m["tonotopy_lauscher"])
+        if spec and spec[0] == "chirp" and m["tonotopy"]["chirp_bins"] >= 5:  # the place follows the sweep
+            # as well as lauscher's does (measured: 0.4 s chirp 0.92 vs 0.90 over 7 bins; 2 s chirp 0.69 vs
+            # 0.56 over 38 bins, where adapted low-CF channels keep firing after the sweep has passed)
+            assert m["tonotopy"]["chirp_channel_corr"] >= 0.5, (name, m["tonotopy"])
+            assert m["tonotopy"]["chirp_channel_corr"] >= m["tonotopy_lauscher"]["chirp_channel_corr"] - 0.1, (name, m)
             offset = m["tonotopy"]["chirp_median_offset_channels"]
             assert abs(offset - m["tonotopy_lauscher"]["chirp_median_offset_channels"]) <= 15, (name, m)
