@@ -28,6 +28,29 @@ _JIT = dict(cache=True, fastmath=False, error_model="numpy")  # exact IEEE order
 
 
 @njit(**_JIT)
+def surrogate_grad(ht, vth, kind, c1, c2, one, zero, out):  # pragma: no cover - compiled
+    """``out[j] = sigma'(ht[j] - vth)`` for the surrogate ``kind`` (formulas of spike.surrogate; shared by
+    the LIF, CubaLIF and SE-adLIF kernels)."""
+    n = out.shape[0]
+    if kind == 0:
+        for j in range(n):
+            w = c2 * (ht[j] - vth)
+            out[j] = c1 * (one / (one + w * w))
+    elif kind == 1:
+        for j in range(n):
+            e = one / (one + math.exp(-(c1 * (ht[j] - vth))))
+            out[j] = c1 * e * (one - e)
+    elif kind == 2:
+        for j in range(n):
+            d = one + c1 * abs(ht[j] - vth)
+            out[j] = one / (d * d)
+    else:
+        for j in range(n):
+            w = one - abs(ht[j] - vth) / c1
+            out[j] = (w if w > zero else zero) / c1
+
+
+@njit(**_JIT)
 def _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h, lo, hi,
                spikes, sbits, hsave, trace, v_out, s_out):  # pragma: no cover - compiled
     # neurons lo:hi over all steps (lo a multiple of 8). x, spikes: [T, M]; trace: [T, M] when
@@ -180,23 +203,7 @@ def _bwd_reverse(x, hs, ho, spk, from_bits, v0, s0, beta, gain, cst, sg_kind, de
             _spikes_of(hs, ho, spk, from_bits, t, lo, snt, vth, one, zero)
         gst = gs[t * has_gs, lo:hi]
         grt = gtr[t * has_gtr, lo:hi]
-        # surrogate derivative at u = h - v_th (same formulas as spike.surrogate)
-        if sg_kind == 0:
-            for j in range(n):
-                w = c2 * (ht[j] - vth)
-                sg[j] = c1 * (one / (one + w * w))
-        elif sg_kind == 1:
-            for j in range(n):
-                e = one / (one + math.exp(-(c1 * (ht[j] - vth))))
-                sg[j] = c1 * e * (one - e)
-        elif sg_kind == 2:
-            for j in range(n):
-                d = one + c1 * abs(ht[j] - vth)
-                sg[j] = one / (d * d)
-        else:
-            for j in range(n):
-                w = one - abs(ht[j] - vth) / c1
-                sg[j] = (w if w > zero else zero) / c1
+        surrogate_grad(ht, vth, sg_kind, c1, c2, one, zero, sg)  # sigma'(h_t - v_th)
         # state before step t
         if deferred or need_gb:
             if t == 0:

@@ -145,7 +145,7 @@ if numba is not None:
     import numpy as np
     from numba import njit
 
-    from spike.backends.numba_cuba import surrogate_grad
+    from spike.backends._numba_lif_kernels import surrogate_grad
 
     _JIT = dict(cache=True, fastmath=False, error_model="numpy")  # exact IEEE order, no zero-div checks
 

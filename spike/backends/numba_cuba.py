@@ -321,26 +321,7 @@ class _CubaFunction(torch.autograd.Function):
 if numba is not None:
     _JIT = dict(cache=True, fastmath=False, error_model="numpy")  # exact IEEE order, no zero-div checks
 
-    @njit(**_JIT)
-    def surrogate_grad(ht, vth, kind, c1, c2, one, zero, out):  # pragma: no cover - compiled
-        """``out[j] = sigma'(ht[j] - vth)`` for the surrogate ``kind`` (formulas of spike.surrogate)."""
-        n = out.shape[0]
-        if kind == 0:
-            for j in range(n):
-                w = c2 * (ht[j] - vth)
-                out[j] = c1 * (one / (one + w * w))
-        elif kind == 1:
-            for j in range(n):
-                e = one / (one + math.exp(-(c1 * (ht[j] - vth))))
-                out[j] = c1 * e * (one - e)
-        elif kind == 2:
-            for j in range(n):
-                d = one + c1 * abs(ht[j] - vth)
-                out[j] = one / (d * d)
-        else:
-            for j in range(n):
-                w = one - abs(ht[j] - vth) / c1
-                out[j] = (w if w > zero else zero) / c1
+    from spike.backends._numba_lif_kernels import surrogate_grad  # shared with the LIF and SE-adLIF kernels
 
     @njit(**_JIT)
     def _fwd_chunk(x, v0, i0, s0, alpha, beta, cst, deferred, record, save, lo, hi,
