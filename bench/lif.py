@@ -326,6 +326,21 @@ class BareNet(nn.Module):
         return self.fc3(s2).mean(0)  # [B, 20]
 
 
+def train_step(params, forward: Callable[[torch.Tensor], torch.Tensor], x, y, loss_fn,
+               before: Callable[[], None] | None = None) -> Step:
+    """One timed training step: ``before()`` (a peer's state reset), loss of ``forward(x)``, backward,
+    Adam (``ADAM_KW``), the same for every implementation."""
+    opt = torch.optim.Adam(params, lr=1e-3, **ADAM_KW)
+
+    def step():
+        if before is not None:
+            before()
+        opt.zero_grad(set_to_none=True)
+        loss_fn(forward(x), y).backward()
+        opt.step()
+    return step
+
+
 def _auto_fc1_is_sparse(net: dict) -> bool:
     """Whether ``Linear(backend="auto")`` gives the first layer the sparse-input kernel on the bench input."""
     from spike.synapses import Linear
@@ -346,15 +361,7 @@ def net_steps(peers: dict, net: dict) -> dict[str, Step]:
 
     def trainer(net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
                 before: Callable[[], None] | None = None) -> Step:
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3, **ADAM_KW)
-
-        def step():
-            if before is not None:
-                before()
-            opt.zero_grad(set_to_none=True)
-            loss_fn(forward(x), y).backward()
-            opt.step()
-        return step
+        return train_step(net.parameters(), forward, x, y, loss_fn, before)
 
     for backend in ("numba", "reference"):
         torch.manual_seed(2)
@@ -434,15 +441,7 @@ def conv_steps(peers: dict, c: dict) -> dict[str, Step]:
     steps: dict[str, Step] = {}
 
     def trainer(params, forward, before=None) -> Step:
-        opt = torch.optim.Adam(params, lr=1e-3, **ADAM_KW)
-
-        def step():
-            if before is not None:
-                before()
-            opt.zero_grad(set_to_none=True)
-            loss_fn(forward(x), y).backward()
-            opt.step()
-        return step
+        return train_step(params, forward, x, y, loss_fn, before)
 
     for backend in ("numba", "reference"):
         torch.manual_seed(2)
