@@ -36,29 +36,25 @@ def _spyx_worker() -> None:
     fns = {}
     weights = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("beta")))  # beta fixed, as for every peer
 
-    def lif_setup(T, B, N):
-        lif = spyx.nn.LIF((N,), beta=beta, activation=act, rngs=nnx.Rngs(0))
+    def fwd_bwd(T, B, N, forward):
+        """A jitted forward + vjp of ``forward`` on the shared input and output gradient."""
         rng = np.random.default_rng(0)
         x = jnp.asarray(rng.standard_normal((T, B, N), dtype=np.float32) * 0.6 + 0.25)
         g = jnp.asarray(rng.standard_normal((T, B, N), dtype=np.float32))
 
         @jax.jit
         def fb(x, g):
-            s, vjp = jax.vjp(lambda x: spyx.nn.run(lif, x)[0], x)
+            s, vjp = jax.vjp(forward, x)
             return vjp(g)[0]
         return lambda: fb(x, g).block_until_ready()
+
+    def lif_setup(T, B, N):
+        lif = spyx.nn.LIF((N,), beta=beta, activation=act, rngs=nnx.Rngs(0))
+        return fwd_bwd(T, B, N, lambda x: spyx.nn.run(lif, x)[0])
 
     def assoc_setup(T, B, N):
         lif = spyx.experimental.AssociativeLIF((N,), beta=beta, activation=act, rngs=nnx.Rngs(0))
-        rng = np.random.default_rng(0)
-        x = jnp.asarray(rng.standard_normal((T, B, N), dtype=np.float32) * 0.6 + 0.25)
-        g = jnp.asarray(rng.standard_normal((T, B, N), dtype=np.float32))
-
-        @jax.jit
-        def fb(x, g):
-            s, vjp = jax.vjp(lif.parallel, x)
-            return vjp(g)[0]
-        return lambda: fb(x, g).block_until_ready()
+        return fwd_bwd(T, B, N, lif.parallel)
 
     def train_setup(model, x, y):
         gd, params, rest = nnx.split(model, weights, ...)
