@@ -343,11 +343,13 @@ def train_step(params, forward: Callable[[torch.Tensor], torch.Tensor], x, y, lo
 
 def _auto_fc1_is_sparse(net: dict) -> bool:
     """Whether ``Linear(backend="auto")`` gives the first layer the sparse-input kernel on the bench input."""
+    from spike.core.registry import resolve
     from spike.synapses import Linear
 
     x = (torch.rand(net["T"], net["B"], net["n_in"], generator=torch.Generator().manual_seed(0))
          < net["p_in"]).float()
-    return Linear(net["n_in"], net["hidden"])._impl(x).__name__ == "spike.backends.numba_linear"
+    layer = Linear(net["n_in"], net["hidden"])
+    return resolve("linear", "auto", layer, x).__name__ == "spike.backends.numba_linear"
 
 
 def net_steps(peers: dict, net: dict) -> dict[str, Step]:

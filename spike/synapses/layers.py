@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from spike.core.registry import BackendError, resolve
+from spike.core.registry import resolve
 from spike.neurons.modules import input_checked
 from spike.neurons.scan import check_sequence
 
@@ -14,31 +14,9 @@ __all__ = ["TimeDistributed", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", 
            "Flatten", "SharedDropout"]
 
 
-#: ``backend="auto"`` on the CPU uses the sparse-input kernels only below this input density (estimated
-#: on a subsample of rows), for at least :data:`SPARSE_MIN_OUT` outputs, :data:`SPARSE_MIN_IN` inputs and
-#: :data:`SPARSE_MIN_ROWS` rows (``T * B``); everything else takes torch's matmul. Measured on a quiet
-#: 2-core AVX-512 Xeon (bench/README.md, "Linear: sparse kernel or matmul"): the sparse kernel beat the
-#: matmul only for 2000 x 2312 -> 512 at <= 2 % density (0.70-0.96x its time, forward + backward); at
-#: 700 or 256 inputs it was 1.1-1.7x slower even at 0.5 %, and at 100 rows 2.4-3.2x slower (its fixed
-#: cost: weight transposes, the dense scan of the input). Under heavy load (more runnable threads than
-#: cores) the matmul loses more than the kernel does; ``backend="numba"`` picks the kernel explicitly.
-SPARSE_MAX_DENSITY = 0.02
-SPARSE_MIN_OUT = 64
-SPARSE_MIN_IN = 1024
-SPARSE_MIN_ROWS = 1024
-
-
 def _check(x: Tensor, what: str, min_dim: int = 3) -> None:
     """Shape checks always; NaN/Inf only when this model call's input was not checked already."""
     check_sequence(x, what, min_dim, finite=not input_checked())
-
-
-def sample_density(x: Tensor, rows: int = 512) -> float:
-    """Fraction of non-zeros in ``x [..., K]``, counted on about ``rows`` evenly spaced rows (cheap)."""
-    x2 = x.reshape(-1, x.shape[-1])
-    step = max(1, x2.shape[0] // rows)
-    sub = x2[::step]
-    return float(torch.count_nonzero(sub)) / max(1, sub.numel())
 
 
 def fold(x: Tensor) -> Tensor:
@@ -91,9 +69,8 @@ class Linear(nn.Linear):
 
     Args:
         backend: ``"auto"`` uses the sparse-input numba kernels on the CPU when the input is sparse
-            (below :data:`SPARSE_MAX_DENSITY`, estimated on a subsample) and the layer is large enough
-            (:data:`SPARSE_MIN_OUT` outputs, :data:`SPARSE_MIN_IN` inputs, :data:`SPARSE_MIN_ROWS` rows;
-            see :mod:`spike.backends.numba_linear`), else the dense matmul; ``"reference"`` always uses
+            and the layer large enough (the measured rule of :data:`spike.backends.numba_linear.MAX_DENSITY`),
+            else the dense matmul; ``"reference"`` always uses
             the dense matmul, ``"numba"`` always the sparse kernel.
     """
 
@@ -108,20 +85,7 @@ class Linear(nn.Linear):
         _check(x, "Linear input")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear expects [T, B, {self.in_features}], got {tuple(x.shape)}")
-        return self._impl(x).linear(x, self.weight, self.bias)
-
-    def _impl(self, x: Tensor):
-        """The backend module for this call (``auto`` on the CPU: the cost rule above, no full count)."""
-        if self.backend != "auto" or x.device.type != "cpu":
-            return resolve("linear", self.backend, self, x)
-        rows = x.numel() // max(1, x.shape[-1])
-        if (self.out_features < SPARSE_MIN_OUT or self.in_features < SPARSE_MIN_IN or rows < SPARSE_MIN_ROWS
-                or sample_density(x) > SPARSE_MAX_DENSITY):
-            return resolve("linear", "reference", self, x)
-        try:
-            return resolve("linear", "numba", self, x)
-        except BackendError:  # numba missing or dtype it does not run: the registry's auto says why, once
-            return resolve("linear", "auto", self, x)
+        return resolve("linear", self.backend, self, x).linear(x, self.weight, self.bias)
 
 
 class Conv2d(_Folded, nn.Conv2d):

@@ -52,24 +52,27 @@ def test_dense_input_is_declined_by_auto_only():
     torch.testing.assert_close(fast(x), ref(x))  # named explicitly: runs (correctly) on dense input too
     with pytest.raises(BackendError, match="dtype"):
         fast(x.half())
-    auto = Linear(8, 3)  # auto: dense input goes to the dense matmul, sparse input to numba
-    assert resolve("linear", "auto", auto, torch.rand(4, 2, 8) + 0.1).__name__ == "spike.synapses.layers"
-    sparse = torch.zeros(4, 2, 8)
+    auto = Linear(1024, 64)  # auto: dense input goes to the dense matmul, sparse input (of a large layer) to numba
+    assert resolve("linear", "auto", auto, torch.rand(32, 32, 1024) + 0.1).__name__ == "spike.synapses.layers"
+    sparse = torch.zeros(32, 32, 1024)
     sparse[0, 0, 0] = 1.0
     assert resolve("linear", "auto", auto, sparse).__name__ == "spike.backends.numba_linear"
 
 
 def test_linear_auto_takes_the_kernel_only_where_it_was_measured_faster():
-    """``Linear(backend="auto")``: the sparse kernel only for sparse inputs of large layers (many rows,
-    inputs and outputs); small or denser ones take the matmul (see ``spike.synapses.layers``)."""
-    from spike.synapses import layers as L
+    """``Linear(backend="auto")`` (the registry's auto, asking ``numba_linear.prefers``): the sparse kernel
+    only for sparse inputs of large layers (many rows, inputs and outputs); small or denser ones take the matmul."""
+    from spike.backends import numba_linear as NL
+
+    def picked(layer, x):
+        return resolve("linear", "auto", layer, x).__name__
 
     big = Linear(2312, 512)
     x = (torch.rand(20, 64, 2312, generator=torch.Generator().manual_seed(0)) < 0.01).float()  # 1280 rows, 1 %
-    assert big._impl(x).__name__ == "spike.backends.numba_linear"
-    assert big._impl((x + (torch.rand_like(x) < 0.05)).clamp(max=1)).__name__ == "spike.synapses.layers"  # 6 %
-    assert big._impl(x[:10]).__name__ == "spike.synapses.layers"  # 640 rows < SPARSE_MIN_ROWS
-    small_in = Linear(700, 256)
-    assert small_in._impl(x[..., :700]).__name__ == "spike.synapses.layers"  # 700 inputs < SPARSE_MIN_IN
-    assert L.SPARSE_MIN_IN > 700 and L.SPARSE_MAX_DENSITY <= 0.02
+    assert picked(big, x) == "spike.backends.numba_linear"
+    assert picked(big, (x + (torch.rand_like(x) < 0.05)).clamp(max=1)) == "spike.synapses.layers"  # 6 %
+    assert picked(big, x[:10]) == "spike.synapses.layers"  # 640 rows < MIN_ROWS
+    assert picked(Linear(700, 256), x[..., :700]) == "spike.synapses.layers"  # 700 inputs < MIN_IN
+    assert picked(Linear(2312, 20), x) == "spike.synapses.layers"  # 20 outputs < MIN_OUT
+    assert NL.MIN_IN > 700 and NL.MAX_DENSITY <= 0.02
     torch.testing.assert_close(big(x), torch.nn.functional.linear(x, big.weight, big.bias), rtol=1e-5, atol=1e-5)
