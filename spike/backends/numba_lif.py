@@ -195,11 +195,11 @@ def _multi_step(x: Tensor, state: LIFState | None, p: LIFDiscrete, record: bool,
     gain_m = _per_neuron(p.gain, step_shape, x.dtype)
     cfg = _config(p, x.dtype, T, M, temporal)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x2, v0, s0, beta_m, gain_m)):
-        spikes, v_t, s_t, trace = _LIFFunction.apply(x2, v0, s0, beta_m, gain_m, cfg, record)
+        spikes, v_t, s_t, trace = _LIFFunction.apply(x2, v0, s0, beta_m, gain_m, cfg, record, tuple(x.shape))
     else:  # inference: no autograd node, no saved membrane
-        spikes, v_t, s_t, trace, _ = _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record)
+        spikes, v_t, s_t, trace, _ = _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record, shape=tuple(x.shape))
     final = LIFState(v_t.view(step_shape), s_t.view(step_shape))
-    return spikes.view(x.shape), final, (trace.view(x.shape) if record else None)
+    return spikes, final, (trace.view(x.shape) if record else None)
 
 
 def _per_neuron(c, step_shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
@@ -248,10 +248,12 @@ class _LIFFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x2, v0, s0, beta_m, gain_m, cfg, record):  # type: ignore[override]
+    def forward(ctx, x2, v0, s0, beta_m, gain_m, cfg, record, shape):  # type: ignore[override]
         lean = getattr(_PRIVATE, "depth", 0) > 0  # under the memory hooks: no membrane kept
+        # spikes come out in the caller's [T, B, ...] shape (not as a view of a [T, M] result), so that
+        # the gradient the consumer sends back is its own buffer and not a view of it (see _exclusive)
         spikes, v_t, s_t, trace, kept = _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record,
-                                                     save="bits" if lean else "h")
+                                                     save="bits" if lean else "h", shape=shape)
         ctx.save_for_backward(x2, kept, v0, s0, beta_m, gain_m)
         ctx.lean = lean
         # lean: backward may write dL/dx over a private restored copy of x, never over x itself
@@ -264,6 +266,8 @@ class _LIFFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_spikes, g_v, g_s, g_trace):  # type: ignore[override]
+        refs = _refs(g_spikes)  # first, alone on its line: the same frame and stack as _Probe's count
+        g_free = _exclusive(g_spikes, refs)
         x2, kept, v0, s0, beta_m, gain_m = ctx.saved_tensors
         cst, sg_kind, deferred, chunk, nthreads, temporal = ctx.cfg
         T, M = x2.shape
@@ -275,11 +279,17 @@ class _LIFFunction(torch.autograd.Function):
         gv0, gs0, gb, gg = (torch.empty_like(v0) for _ in range(4))
         if ctx.lean:
             # dL/dx over x when x is a private copy restored by spike.train.memory's hooks (read by the
-            # kernel before it is overwritten, column range by column range); the gain gradient reads x
-            # after dL/dx is written, so it needs a separate buffer
+            # kernel before it is overwritten, column range by column range); else over the incoming
+            # dL/dspikes when autograd handed this call the only reference to it (row t of both is read
+            # before it is written). The gain gradient reads x after dL/dx is written: not over x then.
             restored = (ctx.x_ptr is not None and x2.data_ptr() != ctx.x_ptr and x2.is_contiguous()
                         and not need[4])
-            gx = x2 if restored else _empty((T, M), x2.dtype)
+            if restored:
+                gx = x2
+            elif g_free and has_gs and gs.dtype == x2.dtype:
+                gx = gs
+            else:
+                gx = _empty((T, M), x2.dtype)
             kernel, mem = _bwd_chunks_bits, kept.numpy()
         else:
             h = kept
@@ -303,20 +313,21 @@ class _LIFFunction(torch.autograd.Function):
         s0_used = temporal and deferred and cst[_KD] != 0.0 and (cst[_RA] != 0.0 or cst[_RB] != 0.0)
         return (gx if need[0] else None, gv0 if (need[1] and temporal) else None,
                 gs0 if (need[2] and s0_used) else None,
-                gb if need[3] else None, gg if need[4] else None, None, None)
+                gb if need[3] else None, gg if need[4] else None, None, None, None)
 
 
-def _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record: bool, save: str | None = None):
+def _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record: bool, save: str | None = None,
+                 shape: tuple[int, ...] | None = None):
     """Allocate the outputs and run the forward kernel: ``(spikes, v_T, s_T, trace, kept)``.
 
     ``trace`` is ``[T, M]`` when recorded, else a ``[1, M]`` scratch row. ``kept`` is what ``save``
     asks for: ``"h"``, the pre-reset membrane in rows ``0..T-1`` of a ``[T+1, M]`` buffer (returned as
     the ``[T, M]`` view); ``"bits"``, the spikes as a uint8 ``[T, ceil(M / 8)]`` bit array; ``None``,
-    nothing (a scratch row).
+    nothing (a scratch row). ``spikes`` has ``shape`` (default ``[T, M]``).
     """
     cst, sg_kind, deferred, chunk, nthreads, _ = cfg
     T, M = x2.shape
-    spikes = _empty_like(x2)
+    spikes = _empty(shape or (T, M), x2.dtype)
     bits = torch.empty(T if save == "bits" else 1, (M + 7) // 8, dtype=torch.uint8)
     h = _empty((T + 1, M), x2.dtype)[:T] if save == "h" else torch.empty(1, M, dtype=x2.dtype)
     trace = _empty_like(x2) if record else torch.empty(1, M, dtype=x2.dtype)
@@ -324,7 +335,7 @@ def _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record: bool, save: str | None
     s_t = torch.empty_like(v0)
     head = (_np(x2), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, deferred, int(record),
             int(save == "bits"), int(save == "h"), chunk)
-    tail = (spikes.numpy(), bits.numpy(), h.numpy(), trace.numpy(), v_t.numpy(), s_t.numpy())
+    tail = (spikes.view(T, M).numpy(), bits.numpy(), h.numpy(), trace.numpy(), v_t.numpy(), s_t.numpy())
     _launch(lambda c0, c1: _fwd_chunks(*head, c0, c1, *tail), -(-M // chunk), nthreads)
     return spikes, v_t, s_t, trace, (bits if save == "bits" else h)
 
@@ -408,4 +419,59 @@ def _time_grad(g: Tensor | None, M: int, dtype: torch.dtype) -> tuple[Tensor, in
         return _full(M, 0.0, dtype).view(1, M), 0
     if g.stride(0) == 0:
         return g[0].contiguous().view(1, M), 0
-    return g.contiguous(), 1
+    return g.contiguous().view(g.shape[0], M), 1  # [T, B, ...] -> [T, M]
+
+
+def _refs(g: Tensor | None) -> tuple[int, ...]:
+    """Who holds ``g`` and, for a view, its base: owners of the TensorImpl, owners of the storage and
+    Python references of each (zeros for what is absent)."""
+    if g is None or g.is_sparse:
+        return (0,) * 6
+    base = g._base
+    own = (g._use_count(), torch._C._storage_Use_Count(g.untyped_storage()._cdata), sys.getrefcount(g))
+    if base is None:
+        return own + (0, 0, 0)
+    return own + (base._use_count(), int(base.is_contiguous() and base.numel() == g.numel()),
+                  sys.getrefcount(base))
+
+
+class _Probe(torch.autograd.Function):
+    """A backward shaped like :class:`_LIFFunction`'s, run to count the references to a gradient that
+    autograd hands over and nobody else holds (the counts depend on torch's internals): once as the
+    consumer's own buffer, once as a view of it (a consumer that reshapes, as the layers do)."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return x.clone(), x.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g, g2):  # type: ignore[override]
+        _PROBED.append(_refs(g))
+        return g
+
+
+_PROBED: list[tuple[int, ...]] = []
+
+
+@functools.lru_cache(maxsize=1)
+def _free_refs() -> frozenset:
+    """The reference counts of an exclusive incoming gradient, measured with :class:`_Probe`."""
+    with torch.enable_grad():
+        x = torch.zeros(2, 4, requires_grad=True)
+        (_Probe.apply(x)[0] * 2.0).sum().backward()  # MulBackward sends a fresh buffer
+        (_Probe.apply(x)[0].flatten() * 2.0).sum().backward()  # ... which ViewBackward reshapes
+    found = frozenset(_PROBED)
+    _PROBED.clear()
+    return found
+
+
+def _exclusive(g: Tensor | None, refs: tuple[int, ...]) -> bool:
+    """True when the incoming gradient ``g`` may be overwritten: a dense CPU buffer (or a view of all of
+    one) that only this backward call holds, no user tensor, hook, other consumer's pending gradient or
+    ``retain_grad`` among its owners: the reference counts of a gradient autograd hands over fresh
+    (autograd's own in-place accumulation asks the same of its buffers). ``refs``: :func:`_refs` of
+    ``g`` taken in the backward itself, where :class:`_Probe` takes them."""
+    if g is None or not g.is_contiguous() or g.device.type != "cpu" or g.is_sparse:
+        return False
+    return refs in _free_refs()

@@ -329,9 +329,10 @@ def check_memory(spec: Any) -> str | None:
     mode, colon, n = spec.partition(":")
     if mode not in MEMORY_MODES:
         return (f"unknown memory mode; must be one of {', '.join(map(repr, MEMORY_MODES))} "
-                f"(or 'checkpoint:N', N time steps per chunk)")
-    if colon and (mode != "checkpoint" or not n.isdigit() or int(n) < 1):
-        return "only 'checkpoint' takes a chunk length, as 'checkpoint:N' with an integer N >= 1"
+                f"(or 'MODE:N', N time steps per chunk, for 'checkpoint', 'mesa8' and 'packed')")
+    if colon and (mode == "none" or not n.isdigit() or int(n) < 1):
+        return ("a chunk length is written 'MODE:N' with an integer N >= 1 ('checkpoint:N', 'mesa8:N', "
+                "'packed:N'; 'none' takes none)")
     return None
 
 

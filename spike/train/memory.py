@@ -7,6 +7,8 @@ Modes (``[train] memory``, :func:`parse_memory`):
   0..128}`` is stored compactly and restored exactly in backward: binary tensors (spikes, all-zero
   states) as 1 bit per element, other grid tensors (average-pooled spikes: multiples of 1/4) as one
   byte per element. The restored tensors are bit-identical, so are the gradients.
+  ``"packed:N"`` also runs the forward in time chunks of ``N`` steps as ``"mesa8"`` does (below): less
+  memory, but the gradients equal plain BPTT's only up to float rounding, as under ``"checkpoint"``.
 * ``"checkpoint"`` / ``"checkpoint:N"``: the time axis runs in chunks of ``N`` steps (default
   ``ceil(sqrt(T))``), each under :func:`torch.utils.checkpoint.checkpoint`; the backward pass reruns one
   chunk at a time from the state that entered it. The same gradient up to float rounding: the folded
@@ -14,10 +16,15 @@ Modes (``[train] memory``, :func:`parse_memory`):
   (tested to ``rtol = 1e-4`` of each gradient's largest element). Needs a model called as
   ``model(x, state) -> (out, state)`` (:class:`~spike.synapses.Sequential`) without batch statistics
   or dropout masks drawn per call (BatchNorm, SharedDropout in training mode), which chunking would change.
-* ``"mesa8"``: ``"packed"`` for grid tensors, and every other floating tensor saved for backward is
-  stored as 8 bits with an affine per-tensor scale (its own min and max at save time; Mesa, Pan et al.
-  2021, arXiv:2111.11124, keep running estimates instead) and dequantised in backward. The forward
-  pass is exact; the gradient is approximate (cosine to the exact one measured in ``bench/memory.py``).
+* ``"mesa8"`` / ``"mesa8:N"``: ``"packed"`` for grid tensors, and every other floating tensor saved for
+  backward is stored as 8 bits with an affine per-tensor scale (its own min and max at save time; Mesa,
+  Pan et al. 2021, arXiv:2111.11124, keep running estimates instead) and dequantised in backward. The
+  forward values are exact; the gradient is approximate (cosine to the exact one measured in
+  ``bench/memory.py``). The forward runs in time chunks of ``N`` steps (default ``ceil(sqrt(T))``), the
+  state of one chunk entering the next with its gradient (nothing is recomputed): only one chunk's
+  float activations (a layer's output and its spikes) are alive at a time, the rest of the sequence is
+  held as its 8-bit and 1-bit records. A model that cannot run in chunks (see ``"checkpoint"``) runs
+  whole under ``"mesa8"``, with a warning naming the layer, and is refused under ``"mesa8:N"``.
 
 ``packed`` and ``mesa8`` are :func:`torch.autograd.graph.saved_tensors_hooks`, so they reach every
 autograd ``Function`` (built-in ops and the numba kernels' ``ctx.save_for_backward``) without touching
@@ -54,8 +61,9 @@ class MemoryModeError(ValueError):
 
 
 def parse_memory(spec: str) -> tuple[str, int]:
-    """``"none" | "packed" | "mesa8" | "checkpoint" | "checkpoint:N"`` -> ``(mode, chunk)``
-    (``chunk = 0``: ``ceil(sqrt(T))``; unused by the other modes).
+    """``"none" | "packed" | "packed:N" | "mesa8" | "mesa8:N" | "checkpoint" | "checkpoint:N"`` ->
+    ``(mode, chunk)`` (``chunk = 0``: ``ceil(sqrt(T))`` for ``checkpoint`` and ``mesa8``, whole
+    sequence for ``packed``).
 
     Raises:
         MemoryModeError: anything else, including combinations (``"packed+checkpoint"``: inside a
@@ -341,7 +349,7 @@ def saved_tensor_hooks(mode: str, stats: dict | None = None):
 # --------------------------------------------------------------------------------------------------
 # checkpointed time chunks
 # --------------------------------------------------------------------------------------------------
-def _check_chunkable(model: nn.Module) -> None:
+def _check_chunkable(model: nn.Module, mode: str = "checkpoint") -> None:
     import inspect
 
     try:
@@ -349,7 +357,7 @@ def _check_chunkable(model: nn.Module) -> None:
     except (TypeError, ValueError):
         takes_state = False
     if not takes_state:
-        raise MemoryModeError(f"memory = 'checkpoint' needs a model called as model(x, state) -> (out, state) "
+        raise MemoryModeError(f"memory = {mode!r} needs a model called as model(x, state) -> (out, state) "
                               f"(spike.synapses.Sequential); {type(model).__name__} takes no state")
     from spike.synapses import MaxMembrane, MeanMembrane, SharedDropout, SpikeCount
     from spike.synapses.delays import TimePad
@@ -358,28 +366,34 @@ def _check_chunkable(model: nn.Module) -> None:
         per_call = (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training) or \
             (isinstance(m, SharedDropout) and m.training and m.p > 0)
         if per_call:
-            raise MemoryModeError(f"memory = 'checkpoint' would change layer {name!r} ({type(m).__name__}): its "
+            raise MemoryModeError(f"memory = {mode!r} would change layer {name!r} ({type(m).__name__}): its "
                                   f"batch statistics / dropout mask would be drawn per chunk instead of per "
-                                  f"sequence; use memory = 'packed' or 'mesa8'")
+                                  f"sequence; use memory = 'packed' (or 'mesa8', which then runs whole)")
         if isinstance(m, (SpikeCount, MeanMembrane, MaxMembrane, TimePad)):
-            raise MemoryModeError(f"memory = 'checkpoint' needs one output per step; layer {name!r} "
+            raise MemoryModeError(f"memory = {mode!r} needs one output per step; layer {name!r} "
                                   f"({type(m).__name__}) changes the time axis (put a reduction in the loss)")
 
 
-def chunked_forward(model: nn.Module, x: Tensor, chunk: int = 0) -> Tensor:
-    """``model`` over ``x: [T, B, ...]`` in checkpointed chunks of ``chunk`` steps (0: ``ceil(sqrt(T))``),
-    the state of one chunk entering the next; returns the output ``[T, B, ...]``."""
+def chunked_forward(model: nn.Module, x: Tensor, chunk: int = 0, recompute: bool = True,
+                    mode: str = "checkpoint") -> Tensor:
+    """``model`` over ``x: [T, B, ...]`` in chunks of ``chunk`` steps (0: ``ceil(sqrt(T))``), the state of
+    one chunk entering the next; returns the output ``[T, B, ...]``. ``recompute``: each chunk under
+    :func:`torch.utils.checkpoint.checkpoint` (rerun in backward); else the chunks are plain autograd,
+    connected through the state."""
     from torch.utils.checkpoint import checkpoint
 
-    _check_chunkable(model)
+    _check_chunkable(model, mode)
     n_steps = x.shape[0]
     chunk = chunk or max(1, math.ceil(math.sqrt(n_steps)))
     state, outs = None, []
     for t0 in range(0, n_steps, chunk):
         xc = x[t0:t0 + chunk]
-        res = checkpoint(model, xc, state, use_reentrant=False, preserve_rng_state=True)
+        if recompute:
+            res = checkpoint(model, xc, state, use_reentrant=False, preserve_rng_state=True)
+        else:
+            res = model(xc, state)
         if res[0].shape[0] != xc.shape[0]:
-            raise MemoryModeError(f"memory = 'checkpoint': the model turned a chunk of {xc.shape[0]} steps into "
+            raise MemoryModeError(f"memory = {mode!r}: the model turned a chunk of {xc.shape[0]} steps into "
                                   f"{res[0].shape[0]}; it needs one output per input step")
         outs.append(res[0])
         state = res[1]
@@ -387,9 +401,28 @@ def chunked_forward(model: nn.Module, x: Tensor, chunk: int = 0) -> Tensor:
 
 
 def memory_forward(model: nn.Module, x: Tensor, mode: str, output: Callable[[Any], Tensor]) -> Tensor:
-    """The training forward pass under ``mode``: ``output(model(x))`` for ``none``/``packed``/``mesa8``
-    (call it inside :func:`saved_tensor_hooks` for the packing modes), chunked for ``checkpoint``."""
+    """The training forward pass under ``mode``: ``output(model(x))`` for ``none``/``packed``, chunked
+    for ``checkpoint`` (recomputed in backward), ``mesa8`` and ``packed:N`` (kept; call it inside
+    :func:`saved_tensor_hooks`, as for ``packed``). ``mesa8`` without a chunk length runs a model that
+    cannot be chunked whole, with a warning."""
     name, chunk = parse_memory(mode)
     if name == "checkpoint":
         return chunked_forward(model, x, chunk)
+    if name == "packed" and chunk:
+        return chunked_forward(model, x, chunk, recompute=False, mode=mode)
+    if name == "mesa8":
+        if not chunk:
+            try:
+                _check_chunkable(model, mode)
+            except MemoryModeError as e:
+                _warn_whole(str(e))
+                return output(model(x))
+        return chunked_forward(model, x, chunk, recompute=False, mode=mode)
     return output(model(x))
+
+
+def _warn_whole(reason: str) -> None:
+    import warnings
+
+    warnings.warn(f"{reason}; memory = 'mesa8' runs this model over the whole sequence at once (8-bit "
+                  f"records, no time chunks: more memory)", RuntimeWarning, stacklevel=3)

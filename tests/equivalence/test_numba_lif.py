@@ -364,3 +364,86 @@ def test_foreign_hooks_returning_a_stored_copy_are_not_overwritten():
     g1 = torch.autograd.grad(loss, x, retain_graph=True)[0]
     g2 = torch.autograd.grad(loss, x)[0]
     assert torch.equal(g1, g2)
+
+
+def _packed_grad_and_buffers(consumer, monkeypatch):
+    """x.grad after ``consumer(spikes, x)`` under ``packed`` (x kept as it is, so dL/dx cannot go over a
+    restore) and whether the LIF backward allocated a [T, M] buffer."""
+    from spike.train.memory import saved_tensor_hooks
+
+    T, B, N = 20, 3, 400
+    x = (torch.randn(T, B, N, generator=torch.Generator().manual_seed(12)) * 0.8 + 0.4).requires_grad_()
+    p = F.discretize(F.LIFParams(tau=5.0, surrogate=ATan(2.0)))
+    big: list = []
+    real = NB._empty
+    monkeypatch.setattr(NB, "_empty", lambda shape, dtype: big.append(tuple(shape)) or real(shape, dtype))
+    with saved_tensor_hooks("packed"):
+        spikes, _, _ = NB.multi_step(x, None, p)
+    big.clear()
+    consumer(spikes, x)
+    return x.grad, (T, B * N) in big
+
+
+def _plain_grad(consumer):
+    x = (torch.randn(20, 3, 400, generator=torch.Generator().manual_seed(12)) * 0.8 + 0.4).requires_grad_()
+    spikes, _, _ = NB.multi_step(x, None, F.discretize(F.LIFParams(tau=5.0, surrogate=ATan(2.0))))
+    consumer(spikes, x)
+    return x.grad
+
+
+def test_packed_writes_dl_dx_over_an_incoming_gradient_nobody_else_holds(monkeypatch):
+    """Under packed the LIF's x is the caller's tensor, so dL/dx goes over dL/dspikes when autograd handed
+    the backward the only reference to it (a fresh buffer from the consumer, or a view of one): no new
+    [T, M] buffer, and plain BPTT's gradient."""
+    w = torch.randn(20, 3, 400, generator=torch.Generator().manual_seed(13))
+
+    def fresh(s, x):
+        (s * w).pow(2).sum().backward()
+
+    def view(s, x):  # the consumer reshapes, as the layers do: the gradient arrives as a view of its buffer
+        (s.flatten(0, 1) * w.flatten(0, 1)).pow(2).sum().backward()
+
+    ref = _plain_grad(fresh)
+    assert ref.abs().sum() > 0
+    for consumer in (fresh, view):
+        g, allocated = _packed_grad_and_buffers(consumer, monkeypatch)
+        assert not allocated, consumer.__name__
+        assert torch.equal(g, ref), consumer.__name__
+
+
+def test_packed_never_writes_over_a_gradient_someone_else_holds(monkeypatch):
+    """A gradient a hook stored, one the caller passed to autograd.grad, or one another consumer's
+    pending backward still reads is left intact (dL/dx gets its own buffer), and the result is plain BPTT's."""
+    w = torch.randn(20, 3, 400, generator=torch.Generator().manual_seed(14))
+    stored: list = []
+
+    def hooked(s, x):
+        s.register_hook(lambda gr: stored.append(gr))
+        (s * w).pow(2).sum().backward()
+        stored.append(stored[-1].clone())
+
+    g, allocated = _packed_grad_and_buffers(hooked, monkeypatch)
+    assert allocated and torch.equal(stored[0], stored[1])
+    assert torch.equal(g, _plain_grad(lambda s, x: (s * w).pow(2).sum().backward()))
+
+    def given(s, x):
+        gr = w.clone()
+        torch.autograd.grad(s, x, gr)
+        assert torch.equal(gr, w)
+
+    _, allocated = _packed_grad_and_buffers(given, monkeypatch)
+    assert allocated
+
+    y = torch.randn(20, 3, 400, generator=torch.Generator().manual_seed(15), requires_grad=True)
+    y3 = [None]
+
+    def shared(s, x):  # y's branch was recorded before the LIF, so it runs after it, on the same gradient
+        z = s + y3[0]
+        (z * z).sum().backward()
+
+    y3[0] = y * 3.0
+    _plain_grad(shared)
+    gy_ref, y.grad = y.grad.clone(), None
+    y3[0] = y * 3.0
+    _, allocated = _packed_grad_and_buffers(shared, monkeypatch)
+    assert allocated and torch.equal(y.grad, gy_ref)

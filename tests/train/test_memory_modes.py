@@ -118,6 +118,46 @@ def test_fast_pack_matches_reference(quantize):
             assert (a - t).abs().max() <= 0.5001 * step
 
 
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_mesa8_runs_in_time_chunks_with_the_temporal_gradient(kind, monkeypatch):
+    """mesa8 calls the model chunk by chunk (ceil(sqrt(T)) steps, or N of 'mesa8:N'), the state entering
+    each chunk carrying its gradient: the result is the whole-sequence mesa8's to rounding."""
+    model, x, y = _net(kind, "numba")
+    out0, g0 = _grads(model, x, y, "none")
+    calls: list[int] = []
+    real = type(model).forward
+    monkeypatch.setattr(type(model), "forward", lambda self, xx, state=None: calls.append(xx.shape[0]) or
+                        real(self, xx, state))
+    for spec, sizes in (("mesa8", None), ("mesa8:3", [3] * (x.shape[0] // 3) + [x.shape[0] % 3] * (x.shape[0] % 3 > 0))):
+        calls.clear()
+        out, g = _grads(model, x, y, spec)
+        n = math.ceil(math.sqrt(x.shape[0]))
+        assert calls == (sizes or [n] * (x.shape[0] // n) + [x.shape[0] % n] * (x.shape[0] % n > 0)), spec
+        torch.testing.assert_close(out, out0, rtol=1e-5, atol=1e-6)
+        assert _cosine(g0, g) >= 0.999, spec
+        assert all(a.abs().sum() > 0 for a in g)  # every layer got a gradient
+
+
+def test_mesa8_whole_sequence_when_the_model_cannot_be_chunked():
+    model = Sequential(Linear(6, 8), LIF(tau=5.0), Linear(8, 3), LI(tau=5.0), MeanMembrane())
+    x = torch.rand(9, 2, 6)
+    with pytest.warns(RuntimeWarning, match="MeanMembrane.*whole sequence"):
+        out = M.memory_forward(model, x, "mesa8", model_output)
+    assert out.shape == (2, 3)
+    with pytest.raises(M.MemoryModeError, match="'mesa8:3'.*MeanMembrane"):
+        M.memory_forward(model, x, "mesa8:3", model_output)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_packed_in_chunks_matches_to_rounding(kind):
+    model, x, y = _net(kind, "numba")
+    out0, g0 = _grads(model, x, y, "none")
+    out, g = _grads(model, x, y, "packed:4")
+    torch.testing.assert_close(out, out0, rtol=1e-5, atol=1e-6)
+    for (name, _), a, b in zip(model.named_parameters(), g0, g):
+        assert (a - b).abs().max() <= CHECKPOINT_RTOL * a.abs().max(), name
+
+
 @pytest.mark.parametrize("quantize", [False, True])
 def test_restore_is_never_at_the_freed_saved_address(quantize):
     """A freed 36 MB tensor's address is handed out again by the next allocation of its size; the
@@ -170,7 +210,7 @@ def test_negative_zero_and_off_grid_values_are_not_packed():
             assert M.pack_tensor(v, quantize, use_reference=True) is v
 
 
-@pytest.mark.parametrize("spec", ["pakced", "packed+checkpoint", "checkpoint:0", "mesa8:3", "", "NONE"])
+@pytest.mark.parametrize("spec", ["pakced", "packed+checkpoint", "checkpoint:0", "none:3", "mesa8:x", "", "NONE"])
 def test_unknown_memory_mode_is_one_config_error(spec):
     with pytest.raises(ConfigError, match=r"\[train\] memory = "):
         config_from_dict({"train": {"memory": spec}})
@@ -181,6 +221,8 @@ def test_unknown_memory_mode_is_one_config_error(spec):
 def test_valid_modes_parse():
     assert M.parse_memory("none") == ("none", 0)
     assert M.parse_memory("checkpoint:5") == ("checkpoint", 5)
+    assert M.parse_memory("mesa8:3") == ("mesa8", 3)
+    assert M.parse_memory("packed:7") == ("packed", 7)
     assert config_from_dict({"train": {"memory": "mesa8"}}).train.memory == "mesa8"
 
 
