@@ -1,7 +1,7 @@
 """Task-agnostic pruning of heterogeneous recurrent SNNs: Lyapunov Noise Pruning (LNP).
 
 See :mod:`spike.prune.lnp` for the algorithm, :mod:`spike.prune.lyapunov` for the Lyapunov spectrum,
-:mod:`spike.prune.hrsnn` for the network, :mod:`spike.prune.tau_search` for the (random-search) timescale
+:mod:`spike.prune.hrsnn` for the network, :mod:`spike.prune.tau_search` for the (Bayesian-optimisation) timescale
 search and :mod:`spike.prune.mackey_glass` for the benchmark series.
 """
 

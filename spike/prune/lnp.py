@@ -16,8 +16,8 @@ untrained SNN. Below, steps 1-4 realise the reviews' step 1, step 5 their step 2
 step 3; step 7 is ours. **None of the equations below could be checked
 against the paper**: the per-neuron exponent, the harmonic-mean Lyapunov matrix entries, the keep
 probability, the degree-heterogeneity score of step 6, the stability rescaling of step 7 and the
-random search of :func:`spike.prune.tau_search.tau_search` (standing in for the Bayesian optimisation)
-are this package's own construction, written to realise the steps as described.
+search space of :func:`spike.prune.tau_search.tau_search` (GP-EI Bayesian optimisation of the gamma
+law of the timescales) are this package's own construction, written to realise the steps as described.
 
 Steps (dense net: :math:`N` neurons, recurrent weight :math:`W`, target synapse count
 :math:`K = \lfloor (1 - \text{sparsity}) N^2 \rceil`):
@@ -54,8 +54,9 @@ Steps (dense net: :math:`N` neurons, recurrent weight :math:`W`, target synapse 
    :math:`\gamma`, which holds for these noise-driven contracting nets but is not guaranteed).
 
 The paper's step 4 (Bayesian optimisation of the neurons' hyperparameters) is
-:func:`spike.prune.tau_search.tau_search`: a seeded random search over the gamma shape and mean of the
-timescales scored by a caller-supplied validation objective, **not** a Bayesian optimiser.
+:func:`spike.prune.tau_search.tau_search`: Bayesian optimisation (Gaussian process, expected
+improvement) of the gamma shape and mean of the timescales, scored by a caller-supplied validation
+objective.
 
 :func:`activity_prune` is the baseline the paper compares with: train dense, drop the least active
 neurons, then the weakest synapses, to the same synapse count.
