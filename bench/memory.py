@@ -7,7 +7,9 @@ LIF and sparse Linear on the CPU):
   ``B = 16``, 5% input events;
 * ``mlp``: 700 → 256 → 256 → 20 (Linear + LIF twice, Linear + LI readout), ``B = 64``, 5% input spikes.
 
-Modes: ``none`` (plain BPTT), ``packed``, ``checkpoint`` (chunks of ``ceil(sqrt(T))`` steps), ``mesa8``;
+Modes: ``none`` (plain BPTT), ``packed``, ``packed:10`` (packed, forward in chunks of 10 steps; JSON
+keys ``packed_chunk10_...``), ``checkpoint`` (chunks of ``ceil(sqrt(T))`` steps), ``mesa8`` (forward in
+chunks of ``ceil(sqrt(T))`` steps);
 plus, on the ``mlp`` batch at the reference T, ``noprop`` (``method = "noprop"``: NoProp-DT, 10 denoise
 blocks of 700-256-256, each trained from its own local loss; ``--no-noprop`` skips it).
 
@@ -20,7 +22,7 @@ the kernel's high-water mark reset before each step (``/proc/self/clear_refs``);
 
 Gradients (at the largest T of the T = 100 reference, same weights and batch): ``packed`` must equal
 plain BPTT bit for bit for every parameter; ``checkpoint``: largest difference relative to each
-gradient's largest element; ``mesa8``: cosine of the concatenated parameter gradient to the exact one.
+gradient's largest element (also ``packed:10``); ``mesa8``: cosine of the concatenated parameter gradient to the exact one.
 
 Usage::
 
@@ -44,7 +46,12 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("none", "packed", "checkpoint", "mesa8")
+MODES = ("none", "packed", "packed:10", "checkpoint", "mesa8")
+
+
+def _key(mode: str) -> str:
+    """A mode as a JSON key prefix: ``"packed:10"`` -> ``"packed_chunk10"``."""
+    return mode.replace(":", "_chunk")
 BATCH = {"conv": 16, "mlp": 64}
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sltt import _HWM, _can_reset_hwm, _status_kb, worker_env  # noqa: E402,F401  (one way to measure memory)
@@ -116,9 +123,10 @@ def measure_mem(net: str, mode: str, n_steps: int, reset_hwm: bool) -> dict:
 
 
 def measure_where(net: str, mode: str, n_steps: int) -> dict:
-    """Where one training step peaks: the RSS high-water mark is reset at every forward / backward
-    (pre-)hook of the model's top-level layers, so each segment's peak (MiB above the resident size
-    before the step) belongs to one layer's forward or backward (or the gaps between them)."""
+    """Where one training step peaks: the RSS high-water mark is reset at every forward (pre-)hook of
+    the model's top-level layers and before the backward of each layer's output node, so each
+    segment's peak (MiB above the resident size before the step) belongs to one layer's forward or
+    backward (or the gaps between them)."""
     import gc
     import warnings
 
@@ -134,21 +142,30 @@ def measure_where(net: str, mode: str, n_steps: int) -> dict:
         marks.append((name, _status_kb("VmHWM")))
         _HWM.write_text("5")
 
+    names = [f"{i}:{type(m).__name__}" for i, m in enumerate(model)]
     for i, m in enumerate(model):
-        n = f"{i}:{type(m).__name__}"
-        m.register_forward_pre_hook(lambda *a, n=n: mark("before forward " + n))
-        m.register_forward_hook(lambda *a, n=n: mark("forward " + n))
-        m.register_full_backward_pre_hook(lambda *a, n=n: mark("before backward " + n))
-        m.register_full_backward_hook(lambda *a, n=n: mark("backward " + n))
+        # backward: a pre-hook on the autograd node that made layer i's output marks the end of the
+        # backward of what comes after it (layer i+1). Node pre-hooks hold no reference to the
+        # gradients, unlike module backward hooks, which would stop the LIF from reusing dL/dspikes.
+        after = names[i + 1] if i + 1 < len(names) else "loss"
+
+        def fwd(mod, inp, out, n=names[i], after=after):
+            mark("forward " + n)
+            t = out if isinstance(out, torch.Tensor) else getattr(out, "spikes", None)
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                t.grad_fn.register_prehook(lambda *a: mark("backward " + after))
+
+        m.register_forward_pre_hook(lambda *a, n=names[i]: mark("before forward " + n))
+        m.register_forward_hook(fwd)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the first layer's input needs no gradient (full backward hook)
+        warnings.simplefilter("ignore")
         st.train_step(model, x, y, loss_fn, opt, 0.0)  # warm-up
         gc.collect()
         marks.clear()
         base_kb = _status_kb("VmRSS")
         _HWM.write_text("5")
         st.train_step(model, x, y, loss_fn, opt, 0.0)
-        mark("optimiser step")
+        mark(f"backward {names[0]} + optimiser step")
     peaks = sorted(((name, (kb - base_kb) / 1024) for name, kb in marks), key=lambda r: -r[1])
     return {"net": net, "mode": mode, "T": n_steps, "peaks": [[n, round(mb, 1)] for n, mb in peaks[:3]]}
 
@@ -208,13 +225,14 @@ def measure_grads(net: str, n_steps: int) -> dict:
     for mode in MODES[1:]:
         out, g, stats = res[mode]
         flat = torch.cat([t.flatten() for t in g]).double()
-        row[f"{mode}_forward_identical"] = int(torch.equal(out0, out))
-        row[f"{mode}_grad_identical"] = int(all(torch.equal(a, b) for a, b in zip(g0, g)))
-        row[f"{mode}_grad_max_rel"] = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
-                                          for a, b in zip(g0, g))
-        row[f"{mode}_grad_cosine"] = float(torch.nn.functional.cosine_similarity(flat0, flat, 0))
+        k = _key(mode)
+        row[f"{k}_forward_identical"] = int(torch.equal(out0, out))
+        row[f"{k}_grad_identical"] = int(all(torch.equal(a, b) for a, b in zip(g0, g)))
+        row[f"{k}_grad_max_rel"] = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
+                                       for a, b in zip(g0, g))
+        row[f"{k}_grad_cosine"] = float(torch.nn.functional.cosine_similarity(flat0, flat, 0))
         if stats:
-            row[f"{mode}_saved"] = {k: [v[0], round(v[1] / 2**20, 1), round(v[2] / 2**20, 1)] for k, v in stats.items()}
+            row[f"{k}_saved"] = {k: [v[0], round(v[1] / 2**20, 1), round(v[2] / 2**20, 1)] for k, v in stats.items()}
     return row
 
 
@@ -285,7 +303,7 @@ def main() -> None:
             rows.append(r)
         grads[net] = _run_worker({"mode": "grad", "configs": [(net, t_ref)]}, args.threads)[0]
         if args.where and not isolate:
-            where += _run_worker({"mode": "where", "configs": [(net, m, t_ref) for m in ("none", "packed", "mesa8")]},
+            where += _run_worker({"mode": "where", "configs": [(net, m, t_ref) for m in ("none", "packed", "packed:10", "mesa8")]},
                                  args.threads)
     print(f"{'net':5s} {'mode':11s} {'T':>4s} {'CPU peak MB':>12s} {'x plain':>8s} {'ms/step':>9s} {'x plain':>8s}")
 
@@ -302,7 +320,7 @@ def main() -> None:
         print(f"peak {w['net']} {w['mode']} T={w['T']}: " + "; ".join(f"{n} {mb:.1f} MB" for n, mb in w["peaks"]))
     result: dict = {"bench": "memory", "T_ref": t_ref, "threads": args.threads,
                     "packed_grad_identical": int(all(g["packed_grad_identical"] for g in grads.values())),
-                    "forward_identical_all_modes": int(all(g[f"{m}_forward_identical"] for g in grads.values()
+                    "forward_identical_all_modes": int(all(g[f"{_key(m)}_forward_identical"] for g in grads.values()
                                                            for m in MODES[1:])),
                     "mesa8_grad_cosine": round(min(g["mesa8_grad_cosine"] for g in grads.values()), 9),
                     "checkpoint_grad_max_rel": max(g["checkpoint_grad_max_rel"] for g in grads.values())}
@@ -311,8 +329,8 @@ def main() -> None:
         for mode in MODES[1:] + (("noprop",) if net == "mlp" and not args.no_noprop else ()):
             mem = get(net, mode, t_ref, "cpu_mb") / get(net, "none", t_ref, "cpu_mb")
             tim = get(net, mode, t_ref, "ms") / get(net, "none", t_ref, "ms")
-            result[f"{mode}_mem_ratio_{net}_T{t_ref}"] = round(mem, 4)
-            result[f"{mode}_time_ratio_{net}_T{t_ref}"] = round(tim, 4)
+            result[f"{_key(mode)}_mem_ratio_{net}_T{t_ref}"] = round(mem, 4)
+            result[f"{_key(mode)}_time_ratio_{net}_T{t_ref}"] = round(tim, 4)
         result[f"plain_mb_{net}"] = round(get(net, "none", t_ref, "cpu_mb"), 1)
         result[f"plain_ms_{net}"] = round(get(net, "none", t_ref, "ms"), 1)
     for w in where:

@@ -34,14 +34,13 @@ The helpers below (thread launch, per-neuron coefficients, output gradients) are
 
 from __future__ import annotations
 
-import itertools
 import math
-import threading
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from spike.backends._pool import run_chunks
 from spike.core.registry import BackendError
 from spike.neurons.cuba import CubaDiscrete, CubaState
 
@@ -169,29 +168,9 @@ def config(surrogate, reset: str, v_th: float, v_reset: float, detach_reset: boo
 
 
 def launch(run, M: int, chunk: int, nthreads: int) -> None:
-    """``run(c0, c1)`` over the neuron chunks ``[0, ceil(M / chunk))`` on up to ``nthreads`` threads.
-
-    The kernels release the GIL; threads take the next chunk from a shared counter.
-    """
-    n_chunks = -(-M // chunk)
-    nthreads = min(nthreads, n_chunks)
-    if nthreads <= 1:
-        run(0, n_chunks)
-        return
-    counter = itertools.count()  # next() is atomic under the GIL
-
-    def worker():
-        for c in iter(counter.__next__, -1):
-            if c >= n_chunks:
-                return
-            run(c, c + 1)
-
-    workers = [threading.Thread(target=worker) for _ in range(nthreads - 1)]
-    for w in workers:
-        w.start()
-    worker()
-    for w in workers:
-        w.join()
+    """``run(c0, c1)`` over the neuron chunks ``[0, ceil(M / chunk))`` on up to ``nthreads`` threads
+    (:func:`spike.backends._pool.run_chunks`)."""
+    run_chunks(run, -(-M // chunk), nthreads)
 
 
 def as_np(t: Tensor):

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import itertools
 import math
 import sys
 import threading
@@ -49,6 +48,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from spike.backends._pool import run_chunks
 from spike.core.registry import BackendError
 from spike.neurons.lif import LIFDiscrete, LIFState
 
@@ -309,7 +309,7 @@ class _LIFFunction(torch.autograd.Function):
                 temporal, has_gs, has_gtr, int(need[3]), int(need[4]), chunk)
         tail = (_np(gs), _np(gtr), _np(gvT), _np(gsT), gx.numpy(), gv0.numpy(), gs0.numpy(), gb.numpy(),
                 gg.numpy())
-        _launch(lambda c0, c1: kernel(*head, c0, c1, *tail), -(-M // chunk), nthreads)
+        run_chunks(lambda c0, c1: kernel(*head, c0, c1, *tail), -(-M // chunk), nthreads)
         s0_used = temporal and deferred and cst[_KD] != 0.0 and (cst[_RA] != 0.0 or cst[_RB] != 0.0)
         return (gx if need[0] else None, gv0 if (need[1] and temporal) else None,
                 gs0 if (need[2] and s0_used) else None,
@@ -336,35 +336,8 @@ def _run_forward(x2, v0, s0, beta_m, gain_m, cfg, record: bool, save: str | None
     head = (_np(x2), _np(v0), _np(s0), _np(beta_m), _np(gain_m), cst, deferred, int(record),
             int(save == "bits"), int(save == "h"), chunk)
     tail = (spikes.view(T, M).numpy(), bits.numpy(), h.numpy(), trace.numpy(), v_t.numpy(), s_t.numpy())
-    _launch(lambda c0, c1: _fwd_chunks(*head, c0, c1, *tail), -(-M // chunk), nthreads)
+    run_chunks(lambda c0, c1: _fwd_chunks(*head, c0, c1, *tail), -(-M // chunk), nthreads)
     return spikes, v_t, s_t, trace, (bits if save == "bits" else h)
-
-
-def _launch(run, n_chunks: int, nthreads: int) -> None:
-    """``run(c0, c1)`` over chunks ``[0, n_chunks)`` on up to ``nthreads`` threads (kernels release the GIL).
-
-    Threads take the next chunk from a shared counter, so a thread that the OS parks on a busy
-    machine holds up at most one chunk. Plain threads joined per call rather than numba's OpenMP
-    pool, whose idle threads spin: that cost tens of milliseconds per call on a loaded machine.
-    """
-    nthreads = min(nthreads, n_chunks)
-    if nthreads <= 1:
-        run(0, n_chunks)
-        return
-    counter = itertools.count()  # next() on it is atomic under the GIL
-
-    def worker():
-        for c in iter(counter.__next__, -1):
-            if c >= n_chunks:
-                return
-            run(c, c + 1)
-
-    workers = [threading.Thread(target=worker) for _ in range(nthreads - 1)]
-    for w in workers:
-        w.start()
-    worker()
-    for w in workers:
-        w.join()
 
 
 def _np(t: Tensor):

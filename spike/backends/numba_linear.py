@@ -12,71 +12,114 @@ declines what the dense matmul does faster (the rule and its measurement are doc
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import torch
 from numba import njit
 from torch import Tensor
 
-__all__ = ["supports", "prefers", "linear", "sample_density", "MAX_DENSITY", "MIN_OUT", "MIN_IN", "MIN_ROWS"]
+from spike.backends._pool import run_chunks
 
-#: ``backend="auto"`` takes this kernel only below this input density (estimated on a subsample of rows), for
-#: at least :data:`MIN_OUT` outputs, :data:`MIN_IN` inputs and :data:`MIN_ROWS` rows (``T * B``); everything
-#: else takes torch's matmul. Measured on a quiet 2-core AVX-512 Xeon (bench/README.md, "Linear: sparse kernel
-#: or matmul"): the kernel beat the matmul only for 2000 x 2312 -> 512 at <= 2 % density (0.70-0.96x its time,
-#: forward + backward); at 700 or 256 inputs it was 1.1-1.7x slower even at 0.5 %, and at 100 rows 2.4-3.2x
-#: slower (its fixed cost: weight transposes, the dense scan of the input). Under heavy load (more runnable
-#: threads than cores) the matmul loses more than the kernel does; ``backend="numba"`` picks it explicitly.
-MAX_DENSITY = 0.02
+__all__ = ["supports", "prefers", "linear", "sample_density", "MAX_DENSITY", "MAX_DENSITY_NARROW", "MIN_OUT",
+           "MIN_IN", "MIN_ROWS", "MIN_ROWS_WIDE"]
+
+#: ``backend="auto"`` takes this kernel only at most at this input density (estimated on a subsample of
+#: rows) for layers of at least :data:`MIN_ROWS_WIDE` rows (``T * B``), at most at :data:`MAX_DENSITY_NARROW`
+#: for :data:`MIN_ROWS` to :data:`MIN_ROWS_WIDE` rows, and only with at least :data:`MIN_OUT` outputs and
+#: :data:`MIN_IN` inputs; everything else takes torch's matmul. Measured with ``bench/linear.py`` (bench/README.md,
+#: "Linear: sparse kernel or matmul"; 2-core AVX-512 Xeon, forward + backward, 2 threads), kernel / matmul
+#: time at 2 / 5 / 8 / 12 % density: 6400 x 700 -> 256 0.31 / 0.48 / 0.57 / 0.89, 6400 x 256 -> 256 (with
+#: the input gradient, a matmul either way) 0.70 / 0.72 / 0.89 / 1.02, 2000 x 2312 -> 512 0.33 / 0.51 /
+#: 0.58 / 0.76, 1280 x 1024 -> 256 0.48 / 0.66 / 0.80 / 1.10, 1280 x 512 -> 256 (+ input gradient) 0.71 /
+#: 0.81 / 1.02 / 1.08; the limits keep a margin below the crossovers (8-12 %, 5-8 % at 1280 rows), which
+#: move with the machine's matmul rate. With fewer than 64 outputs the kernel lost everywhere (2.5x at
+#: 6400 x 256 -> 20, 5 %).
+MAX_DENSITY = 0.06
+MAX_DENSITY_NARROW = 0.04
 MIN_OUT = 64
-MIN_IN = 1024
+MIN_IN = 256
 MIN_ROWS = 1024
+MIN_ROWS_WIDE = 4096
 
 
 @njit(cache=True, nogil=True)
-def _fwd_rows(x, wt, y, r0, r1):  # pragma: no cover - numba
-    # rows r0:r1 of y = x wt: the non-zeros of a row are listed first, then their weight rows are
-    # summed into a local accumulator (a fresh array: no aliasing with wt, so the loop vectorises)
-    k_in = x.shape[1]
-    n_out = wt.shape[1]
-    acc = np.empty(n_out, wt.dtype)
-    idx = np.empty(k_in, np.int64)
+def _count_rows(x, cnt, r0, r1):  # pragma: no cover - numba
+    # non-zeros of rows r0:r1
     for r in range(r0, r1):
         xr = x[r]
         m = 0
-        for k in range(k_in):
+        for k in range(xr.shape[0]):
             if xr[k] != 0.0:
-                idx[m] = k
                 m += 1
-        acc[:] = 0.0
-        for q in range(m):
-            k = idx[q]
-            v = xr[k]
-            wk = wt[k]
+        cnt[r] = m
+
+
+@njit(cache=True, nogil=True)
+def _fill_rows(x, ptr, idx, val, r0, r1):  # pragma: no cover - numba
+    # the CSR lists of rows r0:r1: column indices and values of the non-zeros, row by row. Without a
+    # branch where the slot after the row's last entry is still this range's (the next row, written
+    # later by this thread, overwrites it): every element is written and the position advances on a
+    # non-zero; else (the slot is another thread's) only the non-zeros are written.
+    end = ptr[r1]
+    for r in range(r0, r1):
+        xr = x[r]
+        p = ptr[r]
+        if ptr[r + 1] < end:
+            for k in range(xr.shape[0]):
+                v = xr[k]
+                idx[p] = k
+                val[p] = v
+                p += v != 0.0
+        else:
+            for k in range(xr.shape[0]):
+                v = xr[k]
+                if v != 0.0:
+                    idx[p] = k
+                    val[p] = v
+                    p += 1
+
+
+@njit(cache=True, nogil=True)
+def _fwd_rows(ptr, idx, val, wt, b, y, r0, r1):  # pragma: no cover - numba
+    # rows r0:r1 of y = x wt: each row's weight rows summed into a local accumulator (a fresh array: no
+    # aliasing with wt, so the loop vectorises) in the order of the row's non-zeros, four weight rows per
+    # pass over the accumulator (a quarter of its loads and stores; the same additions in the same order);
+    # the accumulator starts at the bias b
+    n_out = wt.shape[1]
+    acc = np.empty(n_out, wt.dtype)
+    for r in range(r0, r1):
+        acc[:] = b
+        q, end = ptr[r], ptr[r + 1]
+        while q + 4 <= end:
+            v0, v1, v2, v3 = val[q], val[q + 1], val[q + 2], val[q + 3]
+            w0, w1, w2, w3 = wt[idx[q]], wt[idx[q + 1]], wt[idx[q + 2]], wt[idx[q + 3]]
+            for o in range(n_out):
+                acc[o] = (((acc[o] + v0 * w0[o]) + v1 * w1[o]) + v2 * w2[o]) + v3 * w3[o]
+            q += 4
+        while q < end:
+            v = val[q]
+            wk = wt[idx[q]]
             for o in range(n_out):
                 acc[o] += v * wk[o]
+            q += 1
         y[r, :] = acc
 
 
 @njit(cache=True, nogil=True)
-def _dw_cols(x, gy, gwt, k0, k1):  # pragma: no cover - numba
-    # columns k0:k1 of gwt = x^T gy; each gy row is copied into a local array first (no aliasing with
-    # gwt: the inner loop vectorises)
+def _dw_rows(ptr, idx, val, gy, gwt, r0, r1):  # pragma: no cover - numba
+    # gwt += x[r0:r1]^T gy[r0:r1] (gwt: this thread's own [K, O] sum); each gy row is copied into a local
+    # array first (no aliasing with gwt: the inner loop vectorises)
     n_out = gy.shape[1]
     g = np.empty(n_out, gy.dtype)
-    for r in range(x.shape[0]):
-        xr = x[r]
-        copied = False
-        for k in range(k0, k1):
-            v = xr[k]
-            if v != 0.0:
-                if not copied:
-                    g[:] = gy[r]
-                    copied = True
-                gk = gwt[k]
-                for o in range(n_out):
-                    gk[o] += v * g[o]
+    for r in range(r0, r1):
+        if ptr[r + 1] == ptr[r]:
+            continue
+        g[:] = gy[r]
+        for q in range(ptr[r], ptr[r + 1]):
+            v = val[q]
+            gk = gwt[idx[q]]
+            for o in range(n_out):
+                gk[o] += v * g[o]
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -85,18 +128,19 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def _run(kernel, ranges, *args) -> None:
-    if len(ranges) == 1:
-        kernel(*args, *ranges[0])
-        return
-    threads = [threading.Thread(target=kernel, args=(*args, a, b)) for a, b in ranges]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    """``kernel(*args, a, b)`` for every ``(a, b)`` in ``ranges``, one range per chunk of
+    :func:`spike.backends._pool.run_chunks`."""
+    run_chunks(lambda c0, c1: [kernel(*args, *ranges[c]) for c in range(c0, c1)], len(ranges), len(ranges))
+
+
+_MIN_WORK_PER_THREAD = 1 << 22  # scanned input elements, or multiply-adds; below: one thread
 
 
 def _threads(work: int) -> int:
-    return max(1, min(torch.get_num_threads(), work // (1 << 18) or 1))
+    """Threads for ``work`` (at least :data:`_MIN_WORK_PER_THREAD` each, at most torch's thread count):
+    measured, a second thread made small calls slower (its start and a core shared with torch's
+    still-spinning OpenMP workers cost more than half the work)."""
+    return max(1, min(torch.get_num_threads(), work // _MIN_WORK_PER_THREAD or 1))
 
 
 def supports(p, x: Tensor) -> str | None:
@@ -122,34 +166,64 @@ def prefers(p, x: Tensor) -> str | None:
     rows = x.numel() // max(1, x.shape[-1])
     if n_out < MIN_OUT or n_in < MIN_IN or rows < MIN_ROWS:
         return f"a {rows} x {n_in} -> {n_out} layer (the dense matmul is faster below {MIN_ROWS} x {MIN_IN} -> {MIN_OUT})"
-    if sample_density(x) > MAX_DENSITY:
-        return f"input denser than {MAX_DENSITY:.0%} (the dense matmul is faster)"
+    limit = MAX_DENSITY if rows >= MIN_ROWS_WIDE else MAX_DENSITY_NARROW
+    if sample_density(x) > limit:
+        return f"input denser than {limit:.0%} at {rows} rows (the dense matmul is faster)"
     return None
 
 
+def _csr(x2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``x2 [R, K]`` as CSR: ``ptr [R+1]`` (int64), ``idx [nnz]`` (int32 columns), ``val [nnz]``; two
+    passes over ``x2`` (count, fill), split over row ranges."""
+    xn = x2.detach().numpy()
+    rows = x2.shape[0]
+    ranges = _split(rows, _threads(x2.numel()))
+    cnt = np.empty(rows, np.int64)
+    _run(_count_rows, ranges, xn, cnt)
+    ptr = np.zeros(rows + 1, np.int64)
+    np.cumsum(cnt, out=ptr[1:])
+    nnz = int(ptr[-1])
+    idx = np.empty(nnz, np.int32)
+    val = np.empty(nnz, xn.dtype)
+    _run(_fill_rows, ranges, xn, ptr, idx, val)
+    return torch.from_numpy(ptr), torch.from_numpy(idx), torch.from_numpy(val)
+
+
 class _SparseLinear(torch.autograd.Function):
+    """Forward and weight gradient from the input's CSR lists, built once in forward and kept for backward
+    instead of the input (``nnz`` indices and values: at 5 % density about a tenth of the input's bytes)."""
+
     @staticmethod
     def forward(ctx, x2, weight, bias):  # type: ignore[override]
-        xn = x2.detach().numpy()
+        ptr, idx, val = _csr(x2)
         wt = weight.detach().t().contiguous()  # [K, O]
-        y = torch.zeros((x2.shape[0], weight.shape[0]), dtype=x2.dtype)
-        _run(_fwd_rows, _split(x2.shape[0], _threads(x2.numel())), xn, wt.numpy(), y.numpy())
-        if bias is not None:
-            y += bias.detach()
-        ctx.save_for_backward(x2, weight)
+        rows = x2.shape[0]
+        y = torch.empty((rows, weight.shape[0]), dtype=x2.dtype)  # every row is written
+        b = bias.detach().contiguous() if bias is not None else torch.zeros(weight.shape[0], dtype=x2.dtype)
+        _run(_fwd_rows, _split(rows, _threads(int(ptr[-1]) * weight.shape[0])), ptr.numpy(), idx.numpy(),
+             val.numpy(), wt.numpy(), b.numpy(), y.numpy())
+        ctx.save_for_backward(ptr, idx, val, weight)
         ctx.has_bias = bias is not None
+        ctx.n_in = x2.shape[1]
         return y
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        x2, weight = ctx.saved_tensors
+        ptr, idx, val, weight = ctx.saved_tensors
         gy = gy.contiguous()
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
             gx = gy @ weight  # [R, K], dense
         if ctx.needs_input_grad[1]:
-            gwt = torch.zeros((x2.shape[1], gy.shape[1]), dtype=gy.dtype)  # [K, O]
-            _run(_dw_cols, _split(x2.shape[1], _threads(x2.numel())), x2.detach().numpy(), gy.numpy(), gwt.numpy())
+            # each thread sums its row range into its own [K, O]; the partial sums are added at the end
+            ranges = _split(gy.shape[0], _threads(int(ptr[-1]) * gy.shape[1]))
+            parts = [torch.zeros((ctx.n_in, gy.shape[1]), dtype=gy.dtype) for _ in ranges]
+            args = (ptr.numpy(), idx.numpy(), val.numpy(), gy.numpy())
+            run_chunks(lambda c0, c1: [_dw_rows(*args, parts[c].numpy(), *ranges[c]) for c in range(c0, c1)],
+                       len(ranges), len(ranges))
+            gwt = parts[0]
+            for part in parts[1:]:
+                gwt += part
             gw = gwt.t()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.sum(0)

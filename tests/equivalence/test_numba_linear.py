@@ -1,5 +1,6 @@
 """Sparse-input numba Linear vs the dense reference (outputs and gradients)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,11 +69,49 @@ def test_linear_auto_takes_the_kernel_only_where_it_was_measured_faster():
         return resolve("linear", "auto", layer, x).__name__
 
     big = Linear(2312, 512)
-    x = (torch.rand(20, 64, 2312, generator=torch.Generator().manual_seed(0)) < 0.01).float()  # 1280 rows, 1 %
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(20, 64, 2312, generator=g) < 0.03).float()  # 1280 rows, 3 %
     assert picked(big, x) == "spike.backends.numba_linear"
-    assert picked(big, (x + (torch.rand_like(x) < 0.05)).clamp(max=1)) == "spike.synapses.layers"  # 6 %
+    x5 = (torch.rand(20, 64, 2312, generator=g) < 0.05).float()  # 1280 rows, 5 %: over the narrow limit
+    assert picked(big, x5) == "spike.synapses.layers"
+    wide = (torch.rand(100, 64, 2312, generator=g) < 0.05).float()  # 6400 rows, 5 %: under the wide limit
+    assert picked(big, wide) == "spike.backends.numba_linear"
+    assert picked(big, (wide + (torch.rand_like(wide) < 0.05)).clamp(max=1)) == "spike.synapses.layers"  # ~10 %
     assert picked(big, x[:10]) == "spike.synapses.layers"  # 640 rows < MIN_ROWS
-    assert picked(Linear(700, 256), x[..., :700]) == "spike.synapses.layers"  # 700 inputs < MIN_IN
+    assert picked(Linear(700, 256), wide[..., :700]) == "spike.backends.numba_linear"  # the MLP's first layer
+    assert picked(Linear(256, 256), wide[..., :256]) == "spike.backends.numba_linear"
+    assert picked(Linear(128, 256), wide[..., :128]) == "spike.synapses.layers"  # 128 inputs < MIN_IN
     assert picked(Linear(2312, 20), x) == "spike.synapses.layers"  # 20 outputs < MIN_OUT
-    assert NL.MIN_IN > 700 and NL.MAX_DENSITY <= 0.02
+    assert NL.MAX_DENSITY_NARROW < 0.05 and NL.MAX_DENSITY < 0.08
     torch.testing.assert_close(big(x), torch.nn.functional.linear(x, big.weight, big.bias), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_csr_lists_every_nonzero_in_order_whatever_the_row_split(parts):
+    """The CSR fill writes past a row's end only inside its own row range: rows that are empty, full or
+    at a range's end, split over 1-7 ranges, give exactly torch.nonzero's entries."""
+    from spike.backends import numba_linear as NL
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(40, 33, generator=g) < 0.2).float() * torch.randn(40, 33, generator=g)
+    x[5:12] = 0.0  # a run of empty rows (the slot after row 4 is row 12's)
+    x[20] = 1.5  # a full row
+    x[-1] = 0.0
+    xn = x.numpy()
+    cnt = np.empty(40, np.int64)
+    ranges = NL._split(40, parts)
+    for a, b in ranges:
+        NL._count_rows(xn, cnt, a, b)
+    ptr = np.zeros(41, np.int64)
+    np.cumsum(cnt, out=ptr[1:])
+    idx = np.full(int(ptr[-1]), -1, np.int32)
+    val = np.zeros(int(ptr[-1]), np.float32)
+    for a, b in reversed(ranges):  # later ranges first: a range must not write into an earlier one's slots
+        NL._fill_rows(xn, ptr, idx, val, a, b)
+    nz = torch.nonzero(x)
+    assert np.array_equal(idx, nz[:, 1].numpy()) and np.array_equal(val, x[x != 0].numpy())
+    for a, b in ranges:  # and not into a later one's: fill each range alone into a fresh buffer
+        fresh = np.full_like(idx, -7)
+        NL._fill_rows(xn, ptr, fresh, np.zeros_like(val), a, b)
+        outside = np.r_[0:ptr[a], ptr[b]:len(idx)]
+        assert (fresh[outside] == -7).all()
