@@ -429,7 +429,13 @@ _PROBED: list[tuple[int, ...]] = []
 
 @functools.lru_cache(maxsize=1)
 def _free_refs() -> frozenset:
-    """The reference counts of an exclusive incoming gradient, measured with :class:`_Probe`."""
+    """The reference counts of an exclusive incoming gradient, measured with :class:`_Probe`; empty
+    (nothing is ever overwritten) on a free-threaded CPython, whose reference counts are deferred and
+    biased per thread and so cannot tell who holds a tensor."""
+    import sysconfig
+
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return frozenset()
     with torch.enable_grad():
         x = torch.zeros(2, 4, requires_grad=True)
         (_Probe.apply(x)[0] * 2.0).sum().backward()  # MulBackward sends a fresh buffer
