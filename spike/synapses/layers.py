@@ -112,6 +112,9 @@ class _AvgPool2dFn(torch.autograd.Function):
     "packed" | "mesa8"`` the saved-tensor hook has to restore the whole float tensor for a shape);
     this one calls the same backward kernel (``aten::avg_pool2d_backward``) with a zero-stride stand-in
     of the input's shape, so the gradient is torch's, bit for bit (tests/synapses/test_avgpool_backward.py).
+    Windows that tile the input (stride = kernel, no padding, sizes divisible: the usual ``AvgPool2d(2)``)
+    skip that kernel's zero fill: ``grad / divisor`` is expanded over each window in one pass, the same
+    values as torch's ``0 + grad / divisor``.
     """
 
     @staticmethod
@@ -121,6 +124,16 @@ class _AvgPool2dFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
+        n, c, h, w = ctx.shape
+        kernel, stride, padding, _, _, divisor = ctx.args
+        if (kernel == stride and padding == (0, 0) and h % kernel[0] == 0 and w % kernel[1] == 0
+                and grad.is_contiguous()):
+            # tiling windows: every input element gets its window's grad / divisor, written in one pass
+            # (torch's kernel first zero-fills the input gradient, then adds grad / divisor into it:
+            # the same values, bit for bit, since 0 + g / d = g / d)
+            g = grad / (divisor or kernel[0] * kernel[1])  # [N, C, H', W']
+            ho, wo = h // kernel[0], w // kernel[1]
+            return g[:, :, :, None, :, None].expand(n, c, ho, kernel[0], wo, kernel[1]).reshape(n, c, h, w), None
         shape_only = grad.new_zeros(()).expand(ctx.shape)  # [N, C, H, W], no storage; its values are never read
         return torch.ops.aten.avg_pool2d_backward(grad, shape_only, *ctx.args), None
 

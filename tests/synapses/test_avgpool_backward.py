@@ -102,3 +102,52 @@ def test_pool_of_spikes_under_memory_hooks_restores_nothing(mode):
     assert stats == {}
     y.sum().backward()
     assert torch.equal(x.grad, torch.full_like(x, 0.25))
+
+
+TILING = [
+    dict(kernel_size=2),
+    dict(kernel_size=(2, 3)),  # stride = kernel: tiling windows
+    dict(kernel_size=3, stride=3),  # divisor 9: g / 9 must round as torch's kernel does
+    dict(kernel_size=2, divisor_override=1),
+    dict(kernel_size=2, divisor_override=3, ceil_mode=True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("opts", TILING, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_tiling_windows_take_the_one_pass_backward_bit_identical_to_torch(opts, dtype, monkeypatch):
+    """Windows that tile the input (stride = kernel, no padding, sizes divisible) skip torch's
+    zero-filled backward; the gradient is still torch's bit for bit, first and second order."""
+    calls = []
+    real = torch.ops.aten.avg_pool2d_backward
+    x = _input(dtype, (4, 3, 5, 12, 18))
+    ref_in = x.clone().requires_grad_(True)
+    ref = nn.AvgPool2d(**opts)(ref_in.reshape(-1, *x.shape[2:]))
+    g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2), dtype=dtype) * 3.7
+    ref.backward(g)
+    monkeypatch.setattr(torch.ops.aten, "avg_pool2d_backward", lambda *a: calls.append(1) or real(*a))
+    ours_in = x.clone().requires_grad_(True)
+    ours = AvgPool2d(**opts)(ours_in)
+    assert torch.equal(ours.reshape(ref.shape), ref)
+    ours.backward(g.reshape(ours.shape))
+    assert not calls  # the one-pass path ran
+    assert torch.equal(ours_in.grad, ref_in.grad) and ours_in.grad.is_contiguous()
+    xi = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad((AvgPool2d(**opts)(xi) ** 2).sum(), xi, create_graph=True)
+    (ggx,) = torch.autograd.grad((gx ** 2).sum(), xi)
+    xr = x.clone().requires_grad_(True)
+    (gr,) = torch.autograd.grad((nn.AvgPool2d(**opts)(xr.reshape(-1, *x.shape[2:])) ** 2).sum(), xr, create_graph=True)
+    (ggr,) = torch.autograd.grad((gr ** 2).sum(), xr)
+    assert torch.equal(gx, gr)
+    torch.testing.assert_close(ggx, ggr, rtol=1e-6, atol=1e-12)
+
+
+def test_windows_that_do_not_tile_take_torchs_kernel(monkeypatch):
+    calls = []
+    real = torch.ops.aten.avg_pool2d_backward
+    monkeypatch.setattr(torch.ops.aten, "avg_pool2d_backward", lambda *a: calls.append(1) or real(*a))
+    for opts, shape in ((dict(kernel_size=2), (2, 2, 3, 9, 12)), (dict(kernel_size=2, stride=1), (2, 2, 3, 8, 8)),
+                        (dict(kernel_size=2, padding=1), (2, 2, 3, 8, 8))):
+        x = _input(torch.float32, shape).requires_grad_(True)
+        AvgPool2d(**opts)(x).sum().backward()
+    assert len(calls) == 3
