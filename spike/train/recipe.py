@@ -167,9 +167,10 @@ def get_strategy(cfg: Config):
     if cfg.train.memory != "none" and cfg.train.method != "bptt":
         raise ConfigError(f"[train] memory = {cfg.train.memory!r} applies to method = 'bptt' only, "
                           f"got method = {cfg.train.method!r}")
-    if cfg.train.memory.startswith("checkpoint") and cfg.train.rcs_weight > 0:
-        raise ConfigError(f"[train] memory = {cfg.train.memory!r} does not record the layers that rcs_weight > 0 "
-                          f"(cutoff regulariser) needs; use memory = 'packed' or 'mesa8'")
+    if (cfg.train.memory.startswith("checkpoint") or ":" in cfg.train.memory) and cfg.train.rcs_weight > 0:
+        raise ConfigError(f"[train] memory = {cfg.train.memory!r} runs the model in time chunks, which do not record "
+                          f"the layers that rcs_weight > 0 (cutoff regulariser) needs; use memory = 'packed' or "
+                          f"'mesa8' (which then runs whole)")
     if cfg.train.rcs_weight < 0:
         raise ConfigError(f"[train] rcs_weight must be >= 0, got {cfg.train.rcs_weight}")
     if cfg.train.rcs_weight > 0 and cfg.train.method != "bptt":

@@ -45,15 +45,20 @@ class BPTT:
 
     name: str = "bptt"
     regularizer: Callable | None = None
-    memory: str = "none"  # what backward keeps: none | packed | checkpoint[:N] | mesa8 (spike.train.memory)
+    memory: str = "none"  # what backward keeps: none | packed[:N] | checkpoint[:N] | mesa8[:N] (spike.train.memory)
 
     def __post_init__(self):
-        from spike.train.memory import parse_memory
+        from spike.train.memory import MemoryModeError, parse_memory
 
-        if parse_memory(self.memory)[0] == "checkpoint" and self.regularizer is not None:
-            from spike.train.memory import MemoryModeError
+        name, chunk = parse_memory(self.memory)
+        if self.regularizer is not None and (name == "checkpoint" or chunk):
+            raise MemoryModeError(f"memory = {self.memory!r} runs the model in time chunks, which do not record "
+                                  f"the layers a regularizer needs")
+        if self.regularizer is not None and name == "mesa8":
+            import warnings
 
-            raise MemoryModeError("memory = 'checkpoint' does not record the layers a regularizer needs")
+            warnings.warn("memory = 'mesa8' with a regularizer runs the model over the whole sequence at once "
+                          "(8-bit records, no time chunks: more memory)", RuntimeWarning, stacklevel=3)
 
     def train_step(self, model, x, y, loss_fn, optimizer, grad_clip):
         from spike.train.memory import memory_forward, saved_tensor_hooks

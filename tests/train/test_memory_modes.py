@@ -254,6 +254,18 @@ def test_bptt_strategy_applies_the_mode():
         BPTT(memory="bogus")
 
 
+def test_chunked_modes_refuse_a_regularizer_and_mesa8_says_it_runs_whole():
+    def reg(records, out, y):
+        return out.sum() * 0.0
+
+    for spec in ("checkpoint", "checkpoint:4", "mesa8:4", "packed:4"):
+        with pytest.raises(M.MemoryModeError, match="regularizer"):
+            BPTT(memory=spec, regularizer=reg)
+    with pytest.warns(RuntimeWarning, match="whole sequence"):
+        BPTT(memory="mesa8", regularizer=reg)
+    BPTT(memory="packed", regularizer=reg)  # packed never chunks: nothing to say
+
+
 def test_memory_mode_only_for_bptt():
     from spike.train.recipe import get_strategy
 
@@ -261,8 +273,9 @@ def test_memory_mode_only_for_bptt():
     with pytest.raises(ConfigError, match="memory"):
         get_strategy(cfg)
     assert get_strategy(config_from_dict({"train": {"memory": "checkpoint:2"}})).memory == "checkpoint:2"
-    with pytest.raises(ConfigError, match="rcs_weight"):
-        get_strategy(config_from_dict({"train": {"memory": "checkpoint", "rcs_weight": 0.1}}))
+    for spec in ("checkpoint", "mesa8:5", "packed:5"):
+        with pytest.raises(ConfigError, match="rcs_weight"):
+            get_strategy(config_from_dict({"train": {"memory": spec, "rcs_weight": 0.1}}))
     assert get_strategy(config_from_dict({"train": {"memory": "packed", "rcs_weight": 0.1}})).memory == "packed"
 
 
