@@ -10,7 +10,11 @@ LIF and sparse Linear on the CPU):
 Modes: ``none`` (plain BPTT), ``packed``, ``packed:10`` (packed, forward in chunks of 10 steps; JSON
 keys ``packed_chunk10_...``), ``checkpoint`` (chunks of ``ceil(sqrt(T))`` steps), ``mesa8`` (forward in
 chunks of ``ceil(sqrt(T))`` steps);
-plus, on the ``mlp`` batch at the reference T, ``noprop`` (``method = "noprop"``: NoProp-DT, 10 denoise
+plus, on the ``conv`` net, SpikingJelly's version of it (multi-step ``LIFNode``s, same tau, reset, surrogate,
+batch and input) plainly (``spikingjelly``) and under its ``memopt`` level 1 (``spikingjelly-memopt1``:
+``memopt.pipeline.optimize_memory``, selective checkpointing and spike compression; levels 2-4 need CUDA),
+where SpikingJelly is installed (``--no-spikingjelly`` skips it; JSON keys ``*_vs_spikingjelly_memopt1_*``
+give ours against it); and, on the ``mlp`` batch at the reference T, ``noprop`` (``method = "noprop"``: NoProp-DT, 10 denoise
 blocks of 700-256-256, each trained from its own local loss; ``--no-noprop`` skips it).
 
 Memory is measured exactly as in ``bench/sltt.py``: what one training step adds on top of the model,
@@ -50,18 +54,71 @@ MODES = ("none", "packed", "packed:10", "checkpoint", "mesa8")
 
 
 def _key(mode: str) -> str:
-    """A mode as a JSON key prefix: ``"packed:10"`` -> ``"packed_chunk10"``."""
-    return mode.replace(":", "_chunk")
+    """A mode as a JSON key prefix: ``"packed:10"`` -> ``"packed_chunk10"``, ``"spikingjelly-memopt1"`` ->
+    ``"spikingjelly_memopt1"``."""
+    return mode.replace(":", "_chunk").replace("-", "_")
 BATCH = {"conv": 16, "mlp": 64}
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sltt import _HWM, _can_reset_hwm, _status_kb, worker_env  # noqa: E402,F401  (one way to measure memory)
 from sltt import _build as _build_sltt  # noqa: E402
 
 
+SJ_MODES = ("spikingjelly", "spikingjelly-memopt1")  # conv net only, where SpikingJelly is installed
+
+
+def _sj_available() -> bool:
+    try:
+        import spikingjelly.activation_based.memopt.pipeline  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means "not measured"
+        return False
+    return True
+
+
+def _build_sj(n_steps: int, batch: int, memopt: bool):
+    """The conv net in SpikingJelly (multi-step ``LIFNode``s with the same tau = 10, no input decay,
+    subtract reset, ATan; Linear readout per step), on bench/sltt.py's input; ``memopt``: wrapped by
+    ``memopt.pipeline.optimize_memory(level=1)`` (selective checkpointing and spike compression; levels
+    2-4 need CUDA)."""
+    import torch
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+    from torch import nn
+
+    def lif():
+        return neuron.LIFNode(tau=10.0, decay_input=False, v_reset=None, surrogate_function=surrogate.ATan(),
+                              step_mode="m")
+
+    _, _, _, x, y = _build_sltt("conv", "bptt", n_steps, batch, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = nn.Sequential(layer.Conv2d(2, 16, 3, padding=1), lif(), layer.AvgPool2d(2),
+                          layer.Conv2d(16, 32, 3, padding=1), lif(), layer.AvgPool2d(2), layer.Flatten(),
+                          layer.Linear(32 * 8 * 8, 10))
+    functional.set_step_mode(model, "m")
+    if memopt:
+        from spikingjelly.activation_based.memopt import pipeline
+
+        model = pipeline.optimize_memory(model, (neuron.LIFNode, layer.Conv2d), lambda m: m(x), level=1)
+    functional.reset_net(model)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3), x, y
+
+
+class _SJStep:
+    """``train_step`` as the BPTT strategy's, for a SpikingJelly net (its state reset before the step)."""
+
+    def train_step(self, model, x, y, loss_fn, optimizer, grad_clip):
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()  # out: [T, B, 10]
+        optimizer.step()
+
+
 def _build(net: str, n_steps: int, batch: int, device, mode: str = "none"):
     """bench/sltt.py's nets, seeds and inputs (so the two benches measure the same steps); ``mode =
     "noprop"``: the NoProp-DT net (``spike.train.noprop``, 10 blocks of 700-256-256 as the trainer
     builds it for ``method = "noprop"``) on the same batch."""
+    if mode in SJ_MODES:
+        return _build_sj(n_steps, batch, memopt=mode.endswith("memopt1"))
     model, opt, _, x, y = _build_sltt(net, "bptt", n_steps, batch, device)
     if mode == "noprop":
         import torch
@@ -78,6 +135,8 @@ def _build(net: str, n_steps: int, batch: int, device, mode: str = "none"):
 def _strategy(mode: str):
     from spike.train.strategy import BPTT
 
+    if mode in SJ_MODES:
+        return _SJStep()
     if mode == "noprop":
         from spike.train.noprop import NoProp
 
@@ -273,6 +332,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--nets", nargs="+", default=["conv", "mlp"], choices=["conv", "mlp"])
     ap.add_argument("--no-noprop", action="store_true", help="skip the NoProp-DT row (mlp, T_ref)")
+    ap.add_argument("--no-spikingjelly", action="store_true",
+                    help="skip SpikingJelly's conv net, plain and under memopt level 1 (measured if installed)")
     ap.add_argument("--where", action="store_true",
                     help="also print where each mode's step peaks (per-layer high-water marks, T_ref; Linux only)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -289,7 +350,8 @@ def main() -> None:
     where: list[dict] = []
     isolate = not _can_reset_hwm()
     for net in args.nets:
-        modes_at = {t: MODES + (("noprop",) if net == "mlp" and t == t_ref and not args.no_noprop else ())
+        sj = SJ_MODES if net == "conv" and not args.no_spikingjelly and _sj_available() else ()
+        modes_at = {t: MODES + sj + (("noprop",) if net == "mlp" and t == t_ref and not args.no_noprop else ())
                     for t in t_list}
         configs = [(net, m, t) for t in t_list for m in modes_at[t]]
         mem = []
@@ -305,14 +367,14 @@ def main() -> None:
         if args.where and not isolate:
             where += _run_worker({"mode": "where", "configs": [(net, m, t_ref) for m in ("none", "packed", "packed:10", "mesa8")]},
                                  args.threads)
-    print(f"{'net':5s} {'mode':11s} {'T':>4s} {'CPU peak MB':>12s} {'x plain':>8s} {'ms/step':>9s} {'x plain':>8s}")
+    print(f"{'net':5s} {'mode':20s} {'T':>4s} {'CPU peak MB':>12s} {'x plain':>8s} {'ms/step':>9s} {'x plain':>8s}")
 
     def get(net, mode, t, key):
         return next(r[key] for r in rows if r["net"] == net and r["mode"] == mode and r["T"] == t)
 
     for r in rows:
         base_mb, base_ms = get(r["net"], "none", r["T"], "cpu_mb"), get(r["net"], "none", r["T"], "ms")
-        print(f"{r['net']:5s} {r['mode']:11s} {r['T']:4d} {r['cpu_mb']:12.1f} {r['cpu_mb'] / base_mb:8.3f} "
+        print(f"{r['net']:5s} {r['mode']:20s} {r['T']:4d} {r['cpu_mb']:12.1f} {r['cpu_mb'] / base_mb:8.3f} "
               f"{r['ms']:9.1f} {r['ms'] / base_ms:8.3f}")
     for net, g in grads.items():
         print(f"gradients {net} T={g['T']}: " + json.dumps(g))
@@ -326,11 +388,20 @@ def main() -> None:
                     "checkpoint_grad_max_rel": max(g["checkpoint_grad_max_rel"] for g in grads.values())}
     for net in args.nets:
         result[f"mesa8_grad_cosine_{net}"] = round(grads[net]["mesa8_grad_cosine"], 9)
-        for mode in MODES[1:] + (("noprop",) if net == "mlp" and not args.no_noprop else ()):
+        sj = SJ_MODES if net == "conv" and not args.no_spikingjelly and _sj_available() else ()
+        for mode in MODES[1:] + sj + (("noprop",) if net == "mlp" and not args.no_noprop else ()):
             mem = get(net, mode, t_ref, "cpu_mb") / get(net, "none", t_ref, "cpu_mb")
             tim = get(net, mode, t_ref, "ms") / get(net, "none", t_ref, "ms")
             result[f"{_key(mode)}_mem_ratio_{net}_T{t_ref}"] = round(mem, 4)
             result[f"{_key(mode)}_time_ratio_{net}_T{t_ref}"] = round(tim, 4)
+        if sj:  # ours against SpikingJelly's memopt on the same conv net, batch and input
+            sj_mb = get(net, "spikingjelly-memopt1", t_ref, "cpu_mb")
+            sj_ms = get(net, "spikingjelly-memopt1", t_ref, "ms")
+            for mode in MODES:
+                result[f"{_key(mode)}_mem_vs_spikingjelly_memopt1_{net}_T{t_ref}"] = round(
+                    get(net, mode, t_ref, "cpu_mb") / sj_mb, 4)
+                result[f"{_key(mode)}_time_vs_spikingjelly_memopt1_{net}_T{t_ref}"] = round(
+                    get(net, mode, t_ref, "ms") / sj_ms, 4)
         result[f"plain_mb_{net}"] = round(get(net, "none", t_ref, "cpu_mb"), 1)
         result[f"plain_ms_{net}"] = round(get(net, "none", t_ref, "ms"), 1)
     for w in where:
