@@ -415,13 +415,14 @@ def memory_forward(model: nn.Module, x: Tensor, mode: str, output: Callable[[Any
             try:
                 _check_chunkable(model, mode)
             except MemoryModeError as e:
-                _warn_whole(str(e))
+                warn_whole(str(e))
                 return output(model(x))
         return chunked_forward(model, x, chunk, recompute=False, mode=mode)
     return output(model(x))
 
 
-def _warn_whole(reason: str) -> None:
+def warn_whole(reason: str) -> None:
+    """Say (``RuntimeWarning``) that ``mesa8`` runs a model over the whole sequence, and why."""
     import warnings
 
     warnings.warn(f"{reason}; memory = 'mesa8' runs this model over the whole sequence at once (8-bit "

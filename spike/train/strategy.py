@@ -55,10 +55,9 @@ class BPTT:
             raise MemoryModeError(f"memory = {self.memory!r} runs the model in time chunks, which do not record "
                                   f"the layers a regularizer needs")
         if self.regularizer is not None and name == "mesa8":
-            import warnings
+            from spike.train.memory import warn_whole
 
-            warnings.warn("memory = 'mesa8' with a regularizer runs the model over the whole sequence at once "
-                          "(8-bit records, no time chunks: more memory)", RuntimeWarning, stacklevel=3)
+            warn_whole("a regularizer needs the records of the whole sequence")
 
     def train_step(self, model, x, y, loss_fn, optimizer, grad_clip):
         from spike.train.memory import memory_forward, saved_tensor_hooks
