@@ -246,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())  # always one line
         print(f"spike {args.command}: error: {msg or type(e).__name__}", file=sys.stderr)
         return 2
-    print(json.dumps(result, sort_keys=True, default=str))
+    # one write of the whole line: under torchrun every rank prints its line into the same pipe, and
+    # print's separate write of the newline let two ranks' lines run together
+    sys.stdout.write(json.dumps(result, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
     return 0
 
 

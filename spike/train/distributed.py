@@ -95,11 +95,19 @@ def setup(device: torch.device, timeout_s: float = 1800.0) -> DistInfo | None:
     return DistInfo(rank, world, local_rank, device, backend, owned)
 
 
-def teardown(info: DistInfo | None = None) -> None:
-    """Leave the process group; with ``info``, only if :func:`setup` created it (a caller's own group stays)."""
+def teardown(info: DistInfo | None = None, sync: bool = True) -> None:
+    """Leave the process group; with ``info``, only if :func:`setup` created it (a caller's own group stays).
+
+    ``sync``: wait at a barrier until every rank is leaving, so that no rank closes its connections
+    while another is still finishing (a gloo peer that vanishes can make the other's transport thread
+    throw and abort that process). Pass ``False`` when leaving on an error: the other ranks may never
+    reach the barrier.
+    """
     if info is not None and not info.owned:
         return
     if dist.is_available() and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -343,11 +343,15 @@ def train_from_config(cfg: Config, *, device: str | None = None, resume: bool = 
         raise ConfigError(f"[train] loss = {cfg.train.loss!r}: {e}") from None
     dist_info = distributed.setup(dev)  # torchrun: join the process group (None in a single process)
     try:
-        return _train(cfg, strategy, dist_info.device if dist_info else dev, dist_info, resume, out_dir, t_start,
-                      force)
-    finally:
+        result = _train(cfg, strategy, dist_info.device if dist_info else dev, dist_info, resume, out_dir, t_start,
+                        force)
+    except BaseException:
         if dist_info is not None:
-            distributed.teardown(dist_info)
+            distributed.teardown(dist_info, sync=False)  # the other ranks may never reach a barrier
+        raise
+    if dist_info is not None:
+        distributed.teardown(dist_info)
+    return result
 
 
 def _train(cfg: Config, strategy, dev: torch.device, dist_info, resume: bool, out_dir, t_start: float,

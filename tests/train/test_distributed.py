@@ -78,6 +78,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(script), str(multi), methods], env=_env(), capture_output=True, text=True, timeout=300)
     root = r.stderr.find("Traceback")  # the child's own error, not torchrun's trailing warnings
+    if r.returncode != 0:  # pytest shortens long assertion messages: the whole tail goes to the captured output
+        print(r.stdout[-4000:], r.stderr[-12000:], sep="\n")
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[max(root, 0):max(root, 0) + 4000])
     a, b = torch.load(single), torch.load(multi)
     for name in METHODS:
