@@ -4,7 +4,7 @@ A backend is a module exposing two functions with the model's contract:
 
 * ``supports(params, x) -> str | None``: ``None`` if it can run this configuration, else the reason;
 * ``multi_step(x, state, params, record) -> (out, state, trace)``: the multi-step update over ``[T, B, ...]``
-  (``"lif"``), or ``linear(x, weight, bias)`` (``"linear"``);
+  (``"lif"``), or ``linear(x, weight, bias)`` (``"linear"``), or ``avg_pool2d(x, args)`` (``"avgpool"``);
 * optionally ``prefers(params, x) -> str | None``: a speed heuristic that ``backend="auto"`` consults
   (e.g. the sparse-input Linear declines dense inputs); a backend named explicitly ignores it.
 
@@ -42,6 +42,10 @@ BACKENDS: dict[str, dict[str, str]] = {
     "linear": {
         "reference": "spike.synapses.layers",
         "numba": "spike.backends.numba_linear",
+    },
+    "avgpool": {
+        "reference": "spike.synapses.layers",
+        "numba": "spike.backends.numba_pool",
     },
     "cuba": {
         "reference": "spike.neurons.cuba",

@@ -55,7 +55,7 @@ class TimeDistributed(nn.Module):
 
 
 def supports(p, x: Tensor) -> str | None:
-    """The reference (dense ``F.linear``) path runs everything."""
+    """The reference paths (dense ``F.linear``, torch's ``avg_pool2d``) run everything."""
     return None
 
 
@@ -138,26 +138,42 @@ class _AvgPool2dFn(torch.autograd.Function):
         return torch.ops.aten.avg_pool2d_backward(grad, shape_only, *ctx.args), None
 
 
+def avg_pool2d(x: Tensor, args: tuple) -> Tensor:
+    """Reference ``F.avg_pool2d(x, *args)`` over ``x [N, C, H, W]``, ``args = (kernel, stride, padding,
+    ceil_mode, count_include_pad, divisor_override)``: torch's kernels; the backward keeps only the
+    input's shape (:class:`_AvgPool2dFn`) unless the input is not contiguous (channels-last), which
+    takes torch's ``avg_pool2d`` as it is so that its gradient keeps torch's layout."""
+    if not x.is_contiguous():
+        return nn.functional.avg_pool2d(x, *args)
+    return _AvgPool2dFn.apply(x, args)
+
+
 class AvgPool2d(_Folded, nn.AvgPool2d):
     """``nn.AvgPool2d`` over ``[T, B, C, H, W]``; its backward keeps the input's shape, not the input.
 
-    Every option of ``nn.AvgPool2d`` (padding, ``ceil_mode``, ``count_include_pad``,
-    ``divisor_override``) goes to torch's own forward and backward kernels, so outputs and gradients are
-    bit-identical to ``nn.AvgPool2d``. An input that is not contiguous (channels-last) takes torch's
-    ``avg_pool2d`` as it is (same values; it saves its input), so its gradient keeps torch's layout.
+    Outputs and gradients are bit-identical to ``nn.AvgPool2d`` with every option (padding,
+    ``ceil_mode``, ``count_include_pad``, ``divisor_override``).
+
+    Args:
+        backend: ``"auto"`` runs the numba kernel (:mod:`spike.backends.numba_pool`) on the CPU for
+            windows that tile the input (``stride == kernel_size``, no padding, sizes divisible: the
+            usual ``AvgPool2d(2)``) and torch's kernels otherwise; ``"reference"`` always torch's;
+            ``"numba"`` the kernel, raising :class:`~spike.core.registry.BackendError` for anything else.
     """
 
     _min_dim = 5
 
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = backend
+
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         _check(x, "AvgPool2d input", self._min_dim)
         xf = fold(x)  # [T*B, C, H, W]
-        if not xf.is_contiguous():
-            return unfold(super(_Folded, self).forward(xf), x.shape[0])
         kernel = _pair(self.kernel_size)
         stride = _pair(self.stride) if self.stride else kernel  # nn.AvgPool2d: stride None -> kernel_size
         args = (kernel, stride, _pair(self.padding), self.ceil_mode, self.count_include_pad, self.divisor_override)
-        return unfold(_AvgPool2dFn.apply(xf, args), x.shape[0])  # [T, B, C, H', W']
+        return unfold(resolve("avgpool", self.backend, args, xf).avg_pool2d(xf, args), x.shape[0])  # [T, B, C, H', W']
 
 
 class MaxPool2d(_Folded, nn.MaxPool2d):

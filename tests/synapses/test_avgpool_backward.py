@@ -115,7 +115,8 @@ TILING = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("opts", TILING, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
-def test_tiling_windows_take_the_one_pass_backward_bit_identical_to_torch(opts, dtype, monkeypatch):
+@pytest.mark.parametrize("backend", ["auto", "reference"])  # auto: the numba kernel where numba is installed
+def test_tiling_windows_take_the_one_pass_backward_bit_identical_to_torch(opts, dtype, backend, monkeypatch):
     """Windows that tile the input (stride = kernel, no padding, sizes divisible) skip torch's
     zero-filled backward; the gradient is still torch's bit for bit, first and second order."""
     calls = []
@@ -127,13 +128,13 @@ def test_tiling_windows_take_the_one_pass_backward_bit_identical_to_torch(opts, 
     ref.backward(g)
     monkeypatch.setattr(torch.ops.aten, "avg_pool2d_backward", lambda *a: calls.append(1) or real(*a))
     ours_in = x.clone().requires_grad_(True)
-    ours = AvgPool2d(**opts)(ours_in)
+    ours = AvgPool2d(**opts, backend=backend)(ours_in)
     assert torch.equal(ours.reshape(ref.shape), ref)
     ours.backward(g.reshape(ours.shape))
     assert not calls  # the one-pass path ran
     assert torch.equal(ours_in.grad, ref_in.grad) and ours_in.grad.is_contiguous()
     xi = x.clone().requires_grad_(True)
-    (gx,) = torch.autograd.grad((AvgPool2d(**opts)(xi) ** 2).sum(), xi, create_graph=True)
+    (gx,) = torch.autograd.grad((AvgPool2d(**opts, backend=backend)(xi) ** 2).sum(), xi, create_graph=True)
     (ggx,) = torch.autograd.grad((gx ** 2).sum(), xi)
     xr = x.clone().requires_grad_(True)
     (gr,) = torch.autograd.grad((nn.AvgPool2d(**opts)(xr.reshape(-1, *x.shape[2:])) ** 2).sum(), xr, create_graph=True)
