@@ -34,20 +34,41 @@ def surrogate_grad(ht, vth, kind, c1, c2, one, zero, out):  # pragma: no cover -
     n = out.shape[0]
     if kind == 0:
         for j in range(n):
-            w = c2 * (ht[j] - vth)
-            out[j] = c1 * (one / (one + w * w))
+            out[j] = _sg0(ht[j] - vth, c1, c2, one, zero)
     elif kind == 1:
         for j in range(n):
-            e = one / (one + math.exp(-(c1 * (ht[j] - vth))))
-            out[j] = c1 * e * (one - e)
+            out[j] = _sg1(ht[j] - vth, c1, c2, one, zero)
     elif kind == 2:
         for j in range(n):
-            d = one + c1 * abs(ht[j] - vth)
-            out[j] = one / (d * d)
+            out[j] = _sg2(ht[j] - vth, c1, c2, one, zero)
     else:
         for j in range(n):
-            w = one - abs(ht[j] - vth) / c1
-            out[j] = (w if w > zero else zero) / c1
+            out[j] = _sg3(ht[j] - vth, c1, c2, one, zero)
+
+
+# sigma'(d) of each surrogate kind, one scalar each (inlined: the loops that call them vectorise)
+@njit(inline="always", **_JIT)
+def _sg0(d, c1, c2, one, zero):  # pragma: no cover - compiled; ATan
+    w = c2 * d
+    return c1 * (one / (one + w * w))
+
+
+@njit(inline="always", **_JIT)
+def _sg1(d, c1, c2, one, zero):  # pragma: no cover - compiled; sigmoid
+    e = one / (one + math.exp(-(c1 * d)))
+    return c1 * e * (one - e)
+
+
+@njit(inline="always", **_JIT)
+def _sg2(d, c1, c2, one, zero):  # pragma: no cover - compiled; fast sigmoid
+    q = one + c1 * abs(d)
+    return one / (q * q)
+
+
+@njit(inline="always", **_JIT)
+def _sg3(d, c1, c2, one, zero):  # pragma: no cover - compiled; triangle
+    w = one - abs(d) / c1
+    return (w if w > zero else zero) / c1
 
 
 @njit(**_JIT)
@@ -80,7 +101,7 @@ def _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h, 
                 rt[j] = hh
                 v[j] = hh
                 s[j] = sn
-        else:
+        elif record:
             for j in range(n):
                 leak = vr + b[j] * (v[j] - vr)
                 hh = leak + g[j] * xt[j]
@@ -91,8 +112,23 @@ def _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h, 
                 rt[j] = vn
                 v[j] = vn
                 s[j] = sn
+        elif save_h:  # the same step with only the stores it needs (s is the last row of spikes)
+            for j in range(n):
+                hh = (vr + b[j] * (v[j] - vr)) + g[j] * xt[j]
+                sn = one if hh - vth >= zero else zero
+                st[j] = sn
+                ht[j] = hh
+                v[j] = hh * (one - sn * ra) - sn * rb
+        else:
+            for j in range(n):
+                hh = (vr + b[j] * (v[j] - vr)) + g[j] * xt[j]
+                sn = one if hh - vth >= zero else zero
+                st[j] = sn
+                v[j] = hh * (one - sn * ra) - sn * rb
         if save_bits:
             _tobits(st, sbits[t], lo, zero)
+    if T > 0 and not deferred and not record:
+        s[:] = spikes[T - 1, lo:hi]
     v_out[lo:hi] = v
     s_out[lo:hi] = s
 
@@ -259,6 +295,71 @@ def _bwd_reverse(x, hs, ho, spk, from_bits, v0, s0, beta, gain, cst, sg_kind, de
     gg_out[lo:hi] = ggl
 
 
+@njit(inline="always", **_JIT)
+def _imm_grad(hh, sgj, gvt, gin, vth, one, zero, ra, rb, kd):  # pragma: no cover - compiled
+    # dL/dh_t of an immediate-reset step: the main loop of _bwd_reverse, term for term
+    sn = one if hh - vth >= zero else zero
+    return gvt * (one - sn * ra) + sgj * (gin + kd * gvt * (-(hh * ra) - rb))
+
+
+@njit(**_JIT)
+def _bwd_immediate(hs, cst, sg_kind, beta, gain, has_gs, has_gtr, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out,
+                   gg_out):  # pragma: no cover - compiled
+    # _bwd_reverse for the usual training case (immediate reset, full BPTT, no beta / gain gradient,
+    # the saved h): spikes, surrogate and gradient in one pass per step, with the surrogate's kind
+    # chosen outside the loop so that each loop vectorises. The same operations in the same order:
+    # the results are _bwd_reverse's bit for bit (tests/equivalence/test_numba_lif.py).
+    T = hs.shape[0]
+    n = hi - lo
+    vth, one, zero = cst[_VTH], cst[_ONE], cst[_ZERO]
+    ra, rb, kd, c1, c2 = cst[_RA], cst[_RB], cst[_KD], cst[_SG1], cst[_SG2]
+    b = beta[lo:hi]
+    g = gain[lo:hi]
+    gv = gvT[lo:hi].copy()
+    gsc = gsT[lo:hi].copy()
+    for t in range(T - 1, -1, -1):
+        ht = hs[t, lo:hi]
+        gst = gs[t * has_gs, lo:hi]
+        grt = gtr[t * has_gtr, lo:hi]
+        gxt = gx[t, lo:hi]
+        if sg_kind == 0:
+            for j in range(n):
+                hh = ht[j]
+                gg = _imm_grad(hh, _sg0(hh - vth, c1, c2, one, zero), gv[j] + grt[j], gst[j] + gsc[j], vth, one,
+                               zero, ra, rb, kd)
+                gxt[j] = gg * g[j]
+                gv[j] = gg * b[j]
+                gsc[j] = zero
+        elif sg_kind == 1:
+            for j in range(n):
+                hh = ht[j]
+                gg = _imm_grad(hh, _sg1(hh - vth, c1, c2, one, zero), gv[j] + grt[j], gst[j] + gsc[j], vth, one,
+                               zero, ra, rb, kd)
+                gxt[j] = gg * g[j]
+                gv[j] = gg * b[j]
+                gsc[j] = zero
+        elif sg_kind == 2:
+            for j in range(n):
+                hh = ht[j]
+                gg = _imm_grad(hh, _sg2(hh - vth, c1, c2, one, zero), gv[j] + grt[j], gst[j] + gsc[j], vth, one,
+                               zero, ra, rb, kd)
+                gxt[j] = gg * g[j]
+                gv[j] = gg * b[j]
+                gsc[j] = zero
+        else:
+            for j in range(n):
+                hh = ht[j]
+                gg = _imm_grad(hh, _sg3(hh - vth, c1, c2, one, zero), gv[j] + grt[j], gst[j] + gsc[j], vth, one,
+                               zero, ra, rb, kd)
+                gxt[j] = gg * g[j]
+                gv[j] = gg * b[j]
+                gsc[j] = zero
+    gv0[lo:hi] = gv
+    gs0[lo:hi] = gsc
+    gb_out[lo:hi] = zero
+    gg_out[lo:hi] = zero
+
+
 @njit(nogil=True, **_JIT)
 def _fwd_chunks(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h, chunk, c0, c1,
                 spikes, sbits, hsave, trace, v_out, s_out):  # pragma: no cover - compiled
@@ -286,7 +387,12 @@ def _bwd_chunks_h(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, ha
     # the saved pre-reset membrane h [T, M]: the reverse pass reads it in place, spikes from h
     M = x.shape[1]
     nobits = np.empty((1, 1), np.uint8)
+    fused = not deferred and temporal and not need_gb and not need_gg
     for c in range(c0, c1):
         lo, hi = c * chunk, min(M, (c + 1) * chunk)
-        _bwd_reverse(x, h, lo, nobits, 0, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr,
-                     need_gb, need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)
+        if fused:
+            _bwd_immediate(h, cst, sg_kind, beta, gain, has_gs, has_gtr, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0,
+                           gb_out, gg_out)
+        else:
+            _bwd_reverse(x, h, lo, nobits, 0, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr,
+                         need_gb, need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)

@@ -447,3 +447,37 @@ def test_packed_never_writes_over_a_gradient_someone_else_holds(monkeypatch):
     y3[0] = y * 3.0
     _, allocated = _packed_grad_and_buffers(shared, monkeypatch)
     assert allocated and torch.equal(y.grad, gy_ref)
+
+
+@pytest.mark.parametrize("sg_kind", [0, 1, 2, 3])
+@pytest.mark.parametrize("reset", [(0.0, 1.0), (1.0, -0.3), (0.0, 0.0)])  # subtract / to a value / none: (ra, rb)
+def test_one_pass_backward_equals_the_general_reverse_pass(sg_kind, reset):
+    """The immediate-reset backward that the usual training step takes (one pass per step) gives the
+    general reverse pass's dL/dx and carries bit for bit, for every surrogate kind and reset."""
+    import numpy as np
+
+    from spike.backends import _numba_lif_kernels as K
+    T, M = 7, 300
+    rng = np.random.default_rng(sg_kind)
+    x = rng.standard_normal((T, M)).astype(np.float32)
+    h = (rng.standard_normal((T, M)) * 0.8 + 0.9).astype(np.float32)  # spikes where h >= 1
+    gs = rng.standard_normal((T, M)).astype(np.float32)
+    gtr = rng.standard_normal((T, M)).astype(np.float32)
+    cst = np.zeros(10, np.float32)
+    cst[K._VTH], cst[K._ONE], cst[K._RA], cst[K._RB], cst[K._KD] = 1.0, 1.0, reset[0], reset[1], 1.0
+    cst[K._SG1], cst[K._SG2] = 1.7, 2.3
+    beta = rng.uniform(0.5, 0.99, M).astype(np.float32)
+    gain = rng.uniform(0.5, 1.5, M).astype(np.float32)
+    z = np.zeros(M, np.float32)
+    gvT = rng.standard_normal(M).astype(np.float32)
+    gsT = rng.standard_normal(M).astype(np.float32)
+    outs = []
+    for need_gb in (0, 1):  # need_gb = 1 takes the general pass
+        gx = np.full((T, M), np.nan, np.float32)
+        gv0, gs0, gb, gg = (np.full(M, np.nan, np.float32) for _ in range(4))
+        K._bwd_chunks_h(x, h, z, z, beta, gain, cst, sg_kind, 0, 1, 1, 1, need_gb, 0, 64, 0, -(-M // 64),
+                        gs, gtr, gvT, gsT, gx, gv0, gs0, gb, gg)
+        outs.append((gx, gv0, gs0))
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
+    assert np.isfinite(outs[0][0]).all() and np.abs(outs[0][0]).max() > 0
