@@ -303,12 +303,13 @@ def _imm_grad(hh, sgj, gvt, gin, vth, one, zero, ra, rb, kd):  # pragma: no cove
 
 
 @njit(**_JIT)
-def _bwd_immediate(hs, cst, sg_kind, beta, gain, has_gs, has_gtr, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out,
-                   gg_out):  # pragma: no cover - compiled
+def _bwd_immediate(hs, cst, sg_kind, beta, gain, has_gs, has_gtr, lo, hi, gs, gs_off, gtr, gvT, gsT, gx, gv0, gs0,
+                   gb_out, gg_out):  # pragma: no cover - compiled
     # _bwd_reverse for the usual training case (immediate reset, full BPTT, no beta / gain gradient,
     # the saved h): spikes, surrogate and gradient in one pass per step, with the surrogate's kind
-    # chosen outside the loop so that each loop vectorises. The same operations in the same order:
-    # the results are _bwd_reverse's bit for bit (tests/equivalence/test_numba_lif.py).
+    # chosen outside the loop so that each loop vectorises; gs holds the neurons from gs_off on (0 for
+    # a [T, M] gradient). The same operations in the same order: the results are _bwd_reverse's bit
+    # for bit (tests/equivalence/test_numba_lif.py).
     T = hs.shape[0]
     n = hi - lo
     vth, one, zero = cst[_VTH], cst[_ONE], cst[_ZERO]
@@ -319,7 +320,7 @@ def _bwd_immediate(hs, cst, sg_kind, beta, gain, has_gs, has_gtr, lo, hi, gs, gt
     gsc = gsT[lo:hi].copy()
     for t in range(T - 1, -1, -1):
         ht = hs[t, lo:hi]
-        gst = gs[t * has_gs, lo:hi]
+        gst = gs[t * has_gs, lo - gs_off:hi - gs_off]
         grt = gtr[t * has_gtr, lo:hi]
         gxt = gx[t, lo:hi]
         if sg_kind == 0:
@@ -391,7 +392,7 @@ def _bwd_chunks_h(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, ha
     for c in range(c0, c1):
         lo, hi = c * chunk, min(M, (c + 1) * chunk)
         if fused:
-            _bwd_immediate(h, cst, sg_kind, beta, gain, has_gs, has_gtr, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0,
+            _bwd_immediate(h, cst, sg_kind, beta, gain, has_gs, has_gtr, lo, hi, gs, 0, gtr, gvT, gsT, gx, gv0, gs0,
                            gb_out, gg_out)
         else:
             _bwd_reverse(x, h, lo, nobits, 0, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr,

@@ -8,7 +8,9 @@ from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
-from spike.neurons.modules import checked_input
+from spike.core.registry import resolve
+from spike.neurons.modules import IF, LIF, checked_input
+from spike.synapses.layers import AvgPool2d
 
 __all__ = ["SeqOutput", "Sequential"]
 
@@ -37,6 +39,24 @@ def _has_state_arg(forward) -> bool:
         return False
 
 
+def supports(params, x: Tensor) -> str | None:
+    """The reference ``"lif_avgpool"`` path (the two layers one after the other) runs everything."""
+    return None
+
+
+def lif_avgpool(lif: nn.Module, pool: nn.Module, x: Tensor, state) -> tuple[Tensor, Any]:
+    """Reference for a LIF followed by an AvgPool2d: ``(pool(lif(x, state).spikes), lif's final state)``."""
+    out = lif(x, state)
+    return pool(out.spikes), out.state
+
+
+def _pair_candidate(layer: nn.Module, nxt: nn.Module, x: Tensor) -> bool:
+    """A LIF / IF followed by an AvgPool2d, both on an automatic or numba backend, on the CPU: the
+    registry's ``"lif_avgpool"`` may run them fused (it checks the rest)."""
+    return (type(layer) in (LIF, IF) and type(nxt) is AvgPool2d and x.device.type == "cpu"
+            and layer.backend in ("auto", "numba") and nxt.backend in ("auto", "numba"))
+
+
 class Sequential(nn.Sequential):
     """Layers applied in order to ``[T, B, ...]``; stateful layers get and return their state.
 
@@ -56,6 +76,11 @@ class Sequential(nn.Sequential):
         The input is checked once, by the first layer (shape and NaN/Inf, with that layer's own
         message); when that layer's check covers NaN/Inf (``checks_finite``), the later layers check
         shapes only (finite input through finite weights stays finite).
+
+        A ``LIF`` / ``IF`` followed by an ``AvgPool2d`` runs as one fused step on the CPU where the
+        ``"lif_avgpool"`` backend supports them (:mod:`spike.backends.numba_lif_pool`: same outputs,
+        state and gradients, bit for bit, without writing the spikes to memory); with ``record=True``,
+        forward hooks on either layer, or anything the backend names, they run one after the other.
         """
         layers = list(self._modules.items())
         if state is not None and len(state) != len(layers):
@@ -63,10 +88,21 @@ class Sequential(nn.Sequential):
         new_state: list[Any] = []
         records: dict[str, tuple[Tensor, Tensor | None]] = {}
         with contextlib.ExitStack() as checked:
-            for i, (name, layer) in enumerate(layers):
-                x = self._call(i, name, layer, x, state, record, new_state, records)
+            i = 0
+            while i < len(layers):
+                name, layer = layers[i]
+                if not record and i + 1 < len(layers) and _pair_candidate(layer, layers[i + 1][1], x):
+                    pool = layers[i + 1][1]
+                    st = state[i] if state is not None else None
+                    x, lif_state = resolve("lif_avgpool", "auto", (layer, pool, st), x).lif_avgpool(layer, pool, x, st)
+                    new_state += [lif_state, None]
+                    step = 2
+                else:
+                    x = self._call(i, name, layer, x, state, record, new_state, records)
+                    step = 1
                 if i == 0 and getattr(layer, "checks_finite", False):
                     checked.enter_context(checked_input())
+                i += step
         return SeqOutput(x, tuple(new_state), records if record else None)
 
     @staticmethod
