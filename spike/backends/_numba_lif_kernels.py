@@ -158,7 +158,7 @@ def _unbits(row, lo, out, one, zero):  # pragma: no cover - compiled
 
 @njit(**_JIT)
 def _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
-                    need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out, hbuf):  # pragma: no cover
+                    need_gg, lo, hi, gs, gs_off, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out, hbuf):  # pragma: no cover
     # neurons lo:hi: recompute the pre-reset membrane of every step into this thread's hbuf with the
     # forward's operations in its order and the resets of the saved spikes (bit-identical to the
     # forward's for an exact x), then the reverse pass. spk: the spikes as bits [T, ceil(M/8)]; gx may be
@@ -192,7 +192,7 @@ def _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal
                 sn = st[j]
                 v[j] = hh * (one - sn * ra) - sn * rb
     _bwd_reverse(x, hbuf, 0, spk, 1, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
-                 need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)
+                 need_gg, lo, hi, gs, gs_off, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)
 
 
 @njit(**_JIT)
@@ -208,7 +208,7 @@ def _spikes_of(hs, ho, spk, from_bits, t, lo, out, vth, one, zero):  # pragma: n
 
 @njit(**_JIT)
 def _bwd_reverse(x, hs, ho, spk, from_bits, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr,
-                 need_gb, need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
+                 need_gb, need_gg, lo, hi, gs, gs_off, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out):  # pragma: no cover
     # BPTT through neurons lo:hi, time reversed. hs[:, ho:ho + n]: their pre-reset membranes (the saved
     # [T, M] h with ho = lo, or a chunk's recomputed [T, n] buffer with ho = 0); spikes from the saved
     # bits (from_bits) or from h. gx: [T, M], which may be the rows 1..T of h's buffer (row t+1 of h is
@@ -237,7 +237,7 @@ def _bwd_reverse(x, hs, ho, spk, from_bits, v0, s0, beta, gain, cst, sg_kind, de
         ht = hs[t, ho:ho + n]
         if not deferred:
             _spikes_of(hs, ho, spk, from_bits, t, lo, snt, vth, one, zero)
-        gst = gs[t * has_gs, lo:hi]
+        gst = gs[t * has_gs, lo - gs_off:hi - gs_off]  # gs holds the neurons from gs_off on
         grt = gtr[t * has_gtr, lo:hi]
         surrogate_grad(ht, vth, sg_kind, c1, c2, one, zero, sg)  # sigma'(h_t - v_th)
         # state before step t
@@ -378,8 +378,8 @@ def _bwd_chunks_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, tempora
     hbuf = np.empty((x.shape[0], min(chunk, M)), x.dtype)  # one [T, chunk] membrane buffer per thread
     for c in range(c0, c1):
         _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr, need_gb,
-                        need_gg, c * chunk, min(M, (c + 1) * chunk), gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out,
-                        hbuf)
+                        need_gg, c * chunk, min(M, (c + 1) * chunk), gs, 0, gtr, gvT, gsT, gx, gv0, gs0, gb_out,
+                        gg_out, hbuf)
 
 
 @njit(nogil=True, **_JIT)
@@ -396,4 +396,4 @@ def _bwd_chunks_h(x, h, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, ha
                            gb_out, gg_out)
         else:
             _bwd_reverse(x, h, lo, nobits, 0, v0, s0, beta, gain, cst, sg_kind, deferred, temporal, has_gs, has_gtr,
-                         need_gb, need_gg, lo, hi, gs, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)
+                         need_gb, need_gg, lo, hi, gs, 0, gtr, gvT, gsT, gx, gv0, gs0, gb_out, gg_out)

@@ -16,13 +16,16 @@ to memory: two full-size tensors fewer per block in each direction.
 
 Outputs, final state and gradients equal the two layers run separately bit for bit
 (tests/equivalence/test_numba_lif_pool.py): the spikes are exactly 0 or 1, so each window's sum is
-exact in any order, and the backward is the LIF kernel's own. What it does not cover (learnable
-``tau``, deferred reset, recording, recurrent weights, forward hooks on either layer, the ``packed``
-/ ``mesa8`` memory modes, windows that do not tile) :func:`supports` names, and ``Sequential`` runs
-the two layers one after the other.
+exact in any order, and the backward is the LIF kernel's own. Under the ``packed`` / ``mesa8``
+memory modes it keeps what the LIF kernel keeps there (the input and the spikes as bits) and
+recomputes the membranes per work item. What it does not cover (learnable ``tau``, deferred reset,
+recording, recurrent weights, forward hooks on either layer, windows that do not tile)
+:func:`supports` names, and ``Sequential`` runs the two layers one after the other.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -31,7 +34,8 @@ from torch import Tensor, nn
 
 from spike.backends import numba_lif as NL
 from spike.backends import numba_pool as NP
-from spike.backends._numba_lif_kernels import _JIT, _ONE, _RA, _RB, _VREST, _VTH, _ZERO, _bwd_immediate
+from spike.backends._numba_lif_kernels import (_JIT, _ONE, _RA, _RB, _VREST, _VTH, _ZERO, _bwd_chunk_bits,
+                                               _bwd_immediate, _tobits)
 from spike.backends._pool import run_chunks
 from spike.backends.numba_pool import _bwd, _bwd22, _fwd, _fwd22
 
@@ -63,8 +67,6 @@ def supports(params: tuple, x: Tensor) -> str | None:
     if (lif._forward_hooks or lif._forward_pre_hooks or pool._forward_hooks or pool._forward_pre_hooks
             or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks):
         return "forward hooks see each layer's output"
-    if getattr(NL._PRIVATE, "depth", 0) > 0:
-        return "the packed / mesa8 memory modes keep spike bits, not membranes"
     if not isinstance(x, Tensor) or x.dim() != 5:
         return "input is not [T, B, C, H, W]"
     p = F.discretize(lif.params())
@@ -80,10 +82,11 @@ def supports(params: tuple, x: Tensor) -> str | None:
 
 
 @njit(nogil=True, **_JIT)
-def _fwd_chunks(x, v0, beta, gain, cst, save_h, kh, kw, W, pcst, chunk, c0, c1, hsave, pooled, v_out,
-                s_out):  # pragma: no cover - compiled
-    # neurons [c * chunk, (c + 1) * chunk) of x [T, M] (chunk a multiple of kh * W: whole window rows);
-    # pooled [T, M / (kh kw)]; hsave [T, M] when save_h
+def _fwd_chunks(x, v0, beta, gain, cst, save_h, save_bits, kh, kw, W, pcst, chunk, c0, c1, hsave, sbits, pooled,
+                v_out, s_out):  # pragma: no cover - compiled
+    # neurons [c * chunk, (c + 1) * chunk) of x [T, M] (chunk a multiple of kh * W: whole window rows,
+    # and of 8); pooled [T, M / (kh kw)]; hsave [T, M] when save_h; sbits: the spikes as bits
+    # [T, ceil(M / 8)] when save_bits (the memory modes)
     T, M = x.shape
     R = kh * W
     wo = W // kw
@@ -114,6 +117,8 @@ def _fwd_chunks(x, v0, beta, gain, cst, save_h, kh, kw, W, pcst, chunk, c0, c1, 
                     sn = one if hh - vth >= zero else zero
                     st[j] = sn
                     v[j] = hh * (one - sn * ra) - sn * rb
+            if save_bits:
+                _tobits(st[:n], sbits[t], lo, zero)
             xs = st[:n].reshape((rows, kh, W))  # [window rows, kh, W]
             ys = pooled[t, p0:p0 + rows * wo].reshape((rows, 1, wo))  # their pooled rows
             if kh == 2 and kw == 2:
@@ -148,41 +153,81 @@ def _bwd_chunks(h, cst, sg_kind, beta, gain, kh, kw, W, pcst, chunk, c0, c1, gp,
         _bwd_immediate(h, cst, sg_kind, beta, gain, 1, 0, lo, hi, gs, lo, gtr0, gvT, gsT, gx, gv0, gs0, gb, gg)
 
 
-def _geometry(T: int, M: int, kh: int, W: int, itemsize: int, nthreads: int) -> int:
-    """Neurons per work item: whole window rows, a few KiB per time row, a [T, chunk] backward buffer
-    of about :data:`_SCRATCH_BYTES`, and enough items for every thread."""
+@njit(nogil=True, **_JIT)
+def _bwd_chunks_bits(x, spk, v0, beta, gain, cst, sg_kind, kh, kw, W, pcst, chunk, c0, c1, gp, gtr0, gvT, gsT, gx, gv0,
+                     gs0, gb, gg):  # pragma: no cover - compiled
+    # the memory modes: each item recomputes its membranes from x and the saved spike bits (the LIF
+    # kernel's lean backward, _bwd_chunk_bits) with dL/dspikes expanded from gp as in _bwd_chunks;
+    # gx may be x's own (restored) buffer: each item reads its x before writing its gx
+    T, M = x.shape
     R = kh * W
+    wo = W // kw
+    gs = np.empty((T, chunk), x.dtype)
+    hbuf = np.empty((T, chunk), x.dtype)
+    s0 = gtr0[0]  # zeros: the immediate reset never reads s0
+    for c in range(c0, c1):
+        lo = c * chunk
+        hi = min(M, lo + chunk)
+        rows = (hi - lo) // R
+        p0 = (lo // R) * wo
+        for t in range(T):
+            gps = gp[t, p0:p0 + rows * wo].reshape((rows, 1, wo))
+            gss = gs[t, :rows * R].reshape((rows, kh, W))
+            if kh == 2 and kw == 2:
+                _bwd22(gps, gss, pcst, 0, rows)
+            else:
+                _bwd(gps, gss, kh, kw, pcst, 0, rows)
+        _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, 0, 1, 1, 0, 0, 0, lo, hi, gs, lo, gtr0, gvT, gsT, gx,
+                        gv0, gs0, gb, gg, hbuf)
+
+
+def _geometry(T: int, M: int, kh: int, W: int, itemsize: int, nthreads: int) -> int:
+    """Neurons per work item: whole window rows (a multiple of 8, for the spike bits), a few KiB per time
+    row, a [T, chunk] backward buffer of about :data:`_SCRATCH_BYTES`, and enough items for every thread."""
+    R = math.lcm(kh * W, 8)
     want = min(NL._CHUNK_BYTES // itemsize, _SCRATCH_BYTES // (itemsize * max(T, 1)), -(-M // max(nthreads, 1)))
     return max(R, (want // R) * R)
 
 
 class _LIFPoolFn(torch.autograd.Function):
-    """``(x [T, M], v0 [M], beta [M], gain [M]) -> (pooled [T, P], v_T [M], s_T [M])``; keeps ``x`` and
-    the pre-reset membrane ``h`` (rows ``0..T-1`` of a ``[T+1, M]`` buffer whose rows ``1..T`` the
-    backward reuses for ``dL/dx``, as the LIF kernel does)."""
+    """``(x [T, M], v0 [M], beta [M], gain [M]) -> (pooled [T, P], v_T [M], s_T [M])``.
+
+    Keeps what the LIF kernel keeps (:class:`spike.backends.numba_lif._LIFFunction`): plain BPTT, ``x``
+    and the pre-reset membrane ``h`` (rows ``0..T-1`` of a ``[T+1, M]`` buffer whose rows ``1..T`` the
+    backward reuses for ``dL/dx``); under the ``packed`` / ``mesa8`` hooks, ``x`` and the spikes as
+    bits, the membranes recomputed per work item in the backward."""
 
     @staticmethod
     def forward(ctx, x2, v0, beta_m, gain_m, run):  # type: ignore[override]
-        pooled, v_t, s_t, hbuf = run(x2, v0, beta_m, gain_m, True)
-        ctx.save_for_backward(x2, hbuf, v0, beta_m, gain_m)
-        ctx.run, ctx.h_used = run, False
+        lean = getattr(NL._PRIVATE, "depth", 0) > 0
+        pooled, v_t, s_t, kept = run(x2, v0, beta_m, gain_m, "bits" if lean else "h")
+        ctx.save_for_backward(x2, kept, v0, beta_m, gain_m)
+        ctx.run, ctx.h_used, ctx.lean = run, False, lean
+        ctx.x_ptr = x2.data_ptr() if lean else None  # lean: dL/dx may go over a restored copy of x, never x
         return pooled, v_t, s_t
 
     @staticmethod
     def backward(ctx, gp, gvT, gsT):  # type: ignore[override]
-        x2, hbuf, v0, beta_m, gain_m = ctx.saved_tensors
+        x2, kept, v0, beta_m, gain_m = ctx.saved_tensors
         run = ctx.run
         T, M = x2.shape
-        if ctx.h_used:  # a second backward (retain_graph=True): the first wrote dL/dx over h's rows 1..T
-            hbuf = run(x2, v0, beta_m, gain_m, True)[3]
-        ctx.h_used = True
-        gx = hbuf.as_strided((T, M), (M, 1), hbuf.storage_offset() + M)  # rows 1..T of the buffer
         z = NL._full(M, 0.0, x2.dtype)
         gp = torch.zeros(run.pooled_shape, dtype=x2.dtype) if gp is None else gp.contiguous()
         gvT = z if gvT is None else gvT.contiguous()
         gsT = z if gsT is None else gsT.contiguous()
         gv0, gs0, gb, gg = (torch.empty(M, dtype=x2.dtype) for _ in range(4))
-        run.backward(hbuf[:T], beta_m, gain_m, gp.view(T, -1), z.view(1, M), gvT, gsT, gx, gv0, gs0, gb, gg)
+        if ctx.lean:
+            restored = x2.data_ptr() != ctx.x_ptr and x2.is_contiguous()
+            gx = x2 if restored else NL._empty((T, M), x2.dtype)
+            run.backward_bits(x2, kept, v0, beta_m, gain_m, gp.view(T, -1), z.view(1, M), gvT, gsT, gx, gv0, gs0,
+                              gb, gg)
+        else:
+            hbuf = kept
+            if ctx.h_used:  # a second backward (retain_graph=True): the first wrote dL/dx over h's rows 1..T
+                hbuf = run(x2, v0, beta_m, gain_m, "h")[3]
+            ctx.h_used = True
+            gx = hbuf.as_strided((T, M), (M, 1), hbuf.storage_offset() + M)  # rows 1..T of the buffer
+            run.backward(hbuf[:T], beta_m, gain_m, gp.view(T, -1), z.view(1, M), gvT, gsT, gx, gv0, gs0, gb, gg)
         return gx, (gv0 if ctx.needs_input_grad[1] else None), None, None, None
 
 
@@ -203,17 +248,27 @@ class _Run:
         self.pooled_shape = (T, B, C, H // kernel[0], W // kernel[1])
         self.dtype = x.dtype
 
-    def __call__(self, x2, v0, beta_m, gain_m, save_h: bool):
+    def __call__(self, x2, v0, beta_m, gain_m, save: str | None):
+        """Forward: ``(pooled, v_T, s_T, kept)``, ``kept`` the ``[T+1, M]`` membrane buffer (``save="h"``),
+        the spike bits (``"bits"``) or a scratch row (``None``)."""
         T, M = self.T, self.M
         pooled = torch.empty(self.pooled_shape, dtype=self.dtype)
-        hbuf = NL._empty((T + 1, M), self.dtype) if save_h else torch.empty(1, M, dtype=self.dtype)
+        hbuf = NL._empty((T + 1, M), self.dtype) if save == "h" else torch.empty(1, M, dtype=self.dtype)
+        bits = torch.empty(T if save == "bits" else 1, (M + 7) // 8, dtype=torch.uint8)
         v_t = torch.empty(M, dtype=self.dtype)
         s_t = torch.empty(M, dtype=self.dtype)
-        head = (NL._np(x2), NL._np(v0), NL._np(beta_m), NL._np(gain_m), self.cst, int(save_h), self.kh, self.kw,
-                self.W, self.pcst, self.chunk)
-        tail = (hbuf.numpy(), pooled.view(T, -1).numpy(), v_t.numpy(), s_t.numpy())
+        head = (NL._np(x2), NL._np(v0), NL._np(beta_m), NL._np(gain_m), self.cst, int(save == "h"),
+                int(save == "bits"), self.kh, self.kw, self.W, self.pcst, self.chunk)
+        tail = (hbuf.numpy(), bits.numpy(), pooled.view(T, -1).numpy(), v_t.numpy(), s_t.numpy())
         run_chunks(lambda c0, c1: _fwd_chunks(*head, c0, c1, *tail), self.n_items, self.nthreads)
-        return pooled, v_t, s_t, hbuf
+        return pooled, v_t, s_t, (bits if save == "bits" else hbuf)
+
+    def backward_bits(self, x2, bits, v0, beta_m, gain_m, gp, gtr0, gvT, gsT, gx, gv0, gs0, gb, gg) -> None:
+        head = (NL._np(x2), bits.numpy(), NL._np(v0), NL._np(beta_m), NL._np(gain_m), self.cst, self.sg_kind, self.kh,
+                self.kw, self.W, self.pcst, self.chunk)
+        tail = (NL._np(gp), gtr0.numpy(), NL._np(gvT), NL._np(gsT), gx.detach().numpy(), gv0.numpy(), gs0.numpy(),
+                gb.numpy(), gg.numpy())
+        run_chunks(lambda c0, c1: _bwd_chunks_bits(*head, c0, c1, *tail), self.n_items, self.nthreads)
 
     def backward(self, h, beta_m, gain_m, gp, gtr0, gvT, gsT, gx, gv0, gs0, gb, gg) -> None:
         head = (NL._np(h), self.cst, self.sg_kind, NL._np(beta_m), NL._np(gain_m), self.kh, self.kw, self.W,
@@ -246,5 +301,5 @@ def lif_avgpool(lif, pool, x: Tensor, state):
     if torch.is_grad_enabled() and (x2.requires_grad or v0.requires_grad):
         pooled, v_t, s_t = _LIFPoolFn.apply(x2, v0, beta_m, gain_m, run)
     else:
-        pooled, v_t, s_t, _ = run(x2, v0, beta_m, gain_m, False)
+        pooled, v_t, s_t, _ = run(x2, v0, beta_m, gain_m, None)
     return pooled.view(run.pooled_shape), F.LIFState(v_t.view(step_shape), s_t.view(step_shape))

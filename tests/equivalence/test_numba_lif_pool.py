@@ -156,3 +156,31 @@ def test_supports_names_the_reason():
     assert "hooks" in NLP.supports((fused[1], fused[2], None), x)
     h.remove()
     assert "tile" in NLP.supports((fused[1], AvgPool2d(3, stride=1, padding=1), None), x)
+
+
+@pytest.mark.parametrize("mode", ["packed", "mesa8"])
+def test_memory_modes_keep_bits_and_match_the_two_layers(mode, fused_calls):
+    """Under the packed / mesa8 hooks the pair keeps the input and spike bits (no membrane) and
+    recomputes the membranes in backward, as the LIF kernel does there: gradients equal the two
+    layers' under the same hooks bit for bit, and the caller's input is never written over."""
+    from spike.train.memory import saved_tensor_hooks
+
+    fused, plain = _nets(dict(tau=5.0), dict(kernel_size=2), shape=(2, 16, 16))
+    x = _x(T=20, B=4, shape=(2, 16, 16))
+    outs = []
+    for net in (fused, plain):
+        xi = x.clone().requires_grad_(True)
+        with saved_tensor_hooks(mode):
+            y = net(xi)
+        ((y.out ** 2).sum() + y.state[1].v.sum()).backward()
+        assert torch.equal(xi.detach(), x)
+        outs.append((y.out, xi.grad, [p.grad for p in net.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    for p, q in zip(outs[0][2], outs[1][2]):
+        assert torch.equal(p, q)
+    assert len(fused_calls) == 1
+    if mode == "packed":  # lossless: also the plain-BPTT gradient
+        xi = x.clone().requires_grad_(True)
+        y = fused(xi)
+        ((y.out ** 2).sum() + y.state[1].v.sum()).backward()
+        assert torch.equal(xi.grad, outs[0][1])
