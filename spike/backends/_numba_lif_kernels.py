@@ -71,6 +71,25 @@ def _sg3(d, c1, c2, one, zero):  # pragma: no cover - compiled; triangle
     return (w if w > zero else zero) / c1
 
 
+@njit(inline="always", **_JIT)
+def step_immediate(xt, b, g, v, st, ht, save_h, n, vth, vr, one, zero, ra, rb):  # pragma: no cover - compiled
+    """One immediate-reset step of ``n`` neurons: spikes into ``st``, the pre-reset membrane into ``ht``
+    when ``save_h``, the state ``v`` in place (shared by the LIF kernel and the fused LIF + pool)."""
+    if save_h:
+        for j in range(n):
+            hh = (vr + b[j] * (v[j] - vr)) + g[j] * xt[j]
+            sn = one if hh - vth >= zero else zero
+            st[j] = sn
+            ht[j] = hh
+            v[j] = hh * (one - sn * ra) - sn * rb
+    else:
+        for j in range(n):
+            hh = (vr + b[j] * (v[j] - vr)) + g[j] * xt[j]
+            sn = one if hh - vth >= zero else zero
+            st[j] = sn
+            v[j] = hh * (one - sn * ra) - sn * rb
+
+
 @njit(**_JIT)
 def _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h, lo, hi,
                spikes, sbits, hsave, trace, v_out, s_out):  # pragma: no cover - compiled
@@ -112,19 +131,8 @@ def _fwd_chunk(x, v0, s0, beta, gain, cst, deferred, record, save_bits, save_h, 
                 rt[j] = vn
                 v[j] = vn
                 s[j] = sn
-        elif save_h:  # the same step with only the stores it needs (s is the last row of spikes)
-            for j in range(n):
-                hh = (vr + b[j] * (v[j] - vr)) + g[j] * xt[j]
-                sn = one if hh - vth >= zero else zero
-                st[j] = sn
-                ht[j] = hh
-                v[j] = hh * (one - sn * ra) - sn * rb
-        else:
-            for j in range(n):
-                hh = (vr + b[j] * (v[j] - vr)) + g[j] * xt[j]
-                sn = one if hh - vth >= zero else zero
-                st[j] = sn
-                v[j] = hh * (one - sn * ra) - sn * rb
+        else:  # the same step with only the stores it needs (s is the last row of spikes)
+            step_immediate(xt, b, g, v, st, ht, save_h, n, vth, vr, one, zero, ra, rb)
         if save_bits:
             _tobits(st, sbits[t], lo, zero)
     if T > 0 and not deferred and not record:

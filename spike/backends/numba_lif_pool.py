@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from spike.backends import numba_lif as NL
 from spike.backends import numba_pool as NP
 from spike.backends._numba_lif_kernels import (_JIT, _ONE, _RA, _RB, _VREST, _VTH, _ZERO, _bwd_chunk_bits,
-                                               _bwd_immediate, _tobits)
+                                               _bwd_immediate, _tobits, step_immediate)
 from spike.backends._pool import run_chunks
 from spike.backends.numba_pool import _bwd, _bwd22, _fwd, _fwd22
 
@@ -81,6 +81,14 @@ def supports(params: tuple, x: Tensor) -> str | None:
     return NP.supports(_pool_args(pool), x[0])
 
 
+@njit(inline="always", **_JIT)
+def _item(c, chunk, M, R, wo):  # pragma: no cover - compiled
+    # work item c: its neurons [lo, hi), its number of window rows (R neurons each), its first pooled index
+    lo = c * chunk
+    hi = min(M, lo + chunk)
+    return lo, hi, (hi - lo) // R, (lo // R) * wo
+
+
 @njit(nogil=True, **_JIT)
 def _fwd_chunks(x, v0, beta, gain, cst, save_h, save_bits, kh, kw, W, pcst, chunk, c0, c1, hsave, sbits, pooled,
                 v_out, s_out):  # pragma: no cover - compiled
@@ -93,30 +101,13 @@ def _fwd_chunks(x, v0, beta, gain, cst, save_h, save_bits, kh, kw, W, pcst, chun
     vth, vr, one, zero, ra, rb = cst[_VTH], cst[_VREST], cst[_ONE], cst[_ZERO], cst[_RA], cst[_RB]
     st = np.empty(chunk, x.dtype)  # one step's spikes of the item: never leave the cache
     for c in range(c0, c1):
-        lo = c * chunk
-        hi = min(M, lo + chunk)
+        lo, hi, rows, p0 = _item(c, chunk, M, R, wo)
         n = hi - lo
-        rows = n // R
-        p0 = (lo // R) * wo
         b = beta[lo:hi]
         g = gain[lo:hi]
         v = v0[lo:hi].copy()
         for t in range(T):
-            xt = x[t, lo:hi]
-            if save_h:
-                ht = hsave[t, lo:hi]
-                for j in range(n):
-                    hh = (vr + b[j] * (v[j] - vr)) + g[j] * xt[j]
-                    sn = one if hh - vth >= zero else zero
-                    st[j] = sn
-                    ht[j] = hh
-                    v[j] = hh * (one - sn * ra) - sn * rb
-            else:
-                for j in range(n):
-                    hh = (vr + b[j] * (v[j] - vr)) + g[j] * xt[j]
-                    sn = one if hh - vth >= zero else zero
-                    st[j] = sn
-                    v[j] = hh * (one - sn * ra) - sn * rb
+            step_immediate(x[t, lo:hi], b, g, v, st, hsave[t * save_h, lo:hi], save_h, n, vth, vr, one, zero, ra, rb)
             if save_bits:
                 _tobits(st[:n], sbits[t], lo, zero)
             xs = st[:n].reshape((rows, kh, W))  # [window rows, kh, W]
@@ -129,6 +120,20 @@ def _fwd_chunks(x, v0, beta, gain, cst, save_h, save_bits, kh, kw, W, pcst, chun
         s_out[lo:hi] = st[:n]
 
 
+@njit(inline="always", **_JIT)
+def _expand(gp, gs, p0, rows, kh, kw, W, pcst):  # pragma: no cover - compiled
+    # dL/dspikes of an item's neurons, every step: its pooled rows' gradient gp[:, p0:] spread as
+    # 0 + g / d over each window (torch's pooling backward) into gs [T, >= rows * kh * W]
+    wo = W // kw
+    for t in range(gs.shape[0]):
+        gps = gp[t, p0:p0 + rows * wo].reshape((rows, 1, wo))  # the pooled rows' gradient
+        gss = gs[t, :rows * kh * W].reshape((rows, kh, W))  # -> their neurons'
+        if kh == 2 and kw == 2:
+            _bwd22(gps, gss, pcst, 0, rows)
+        else:
+            _bwd(gps, gss, kh, kw, pcst, 0, rows)
+
+
 @njit(nogil=True, **_JIT)
 def _bwd_chunks(h, cst, sg_kind, beta, gain, kh, kw, W, pcst, chunk, c0, c1, gp, gtr0, gvT, gsT, gx, gv0, gs0, gb,
                 gg):  # pragma: no cover - compiled
@@ -139,17 +144,8 @@ def _bwd_chunks(h, cst, sg_kind, beta, gain, kh, kw, W, pcst, chunk, c0, c1, gp,
     wo = W // kw
     gs = np.empty((T, chunk), h.dtype)
     for c in range(c0, c1):
-        lo = c * chunk
-        hi = min(M, lo + chunk)
-        rows = (hi - lo) // R
-        p0 = (lo // R) * wo
-        for t in range(T):
-            gps = gp[t, p0:p0 + rows * wo].reshape((rows, 1, wo))  # the pooled rows' gradient
-            gss = gs[t, :rows * R].reshape((rows, kh, W))  # -> their neurons'
-            if kh == 2 and kw == 2:
-                _bwd22(gps, gss, pcst, 0, rows)
-            else:
-                _bwd(gps, gss, kh, kw, pcst, 0, rows)
+        lo, hi, rows, p0 = _item(c, chunk, M, R, wo)
+        _expand(gp, gs, p0, rows, kh, kw, W, pcst)
         _bwd_immediate(h, cst, sg_kind, beta, gain, 1, 0, lo, hi, gs, lo, gtr0, gvT, gsT, gx, gv0, gs0, gb, gg)
 
 
@@ -166,17 +162,8 @@ def _bwd_chunks_bits(x, spk, v0, beta, gain, cst, sg_kind, kh, kw, W, pcst, chun
     hbuf = np.empty((T, chunk), x.dtype)
     s0 = gtr0[0]  # zeros: the immediate reset never reads s0
     for c in range(c0, c1):
-        lo = c * chunk
-        hi = min(M, lo + chunk)
-        rows = (hi - lo) // R
-        p0 = (lo // R) * wo
-        for t in range(T):
-            gps = gp[t, p0:p0 + rows * wo].reshape((rows, 1, wo))
-            gss = gs[t, :rows * R].reshape((rows, kh, W))
-            if kh == 2 and kw == 2:
-                _bwd22(gps, gss, pcst, 0, rows)
-            else:
-                _bwd(gps, gss, kh, kw, pcst, 0, rows)
+        lo, hi, rows, p0 = _item(c, chunk, M, R, wo)
+        _expand(gp, gs, p0, rows, kh, kw, W, pcst)
         _bwd_chunk_bits(x, spk, v0, s0, beta, gain, cst, sg_kind, 0, 1, 1, 0, 0, 0, lo, hi, gs, lo, gtr0, gvT, gsT, gx,
                         gv0, gs0, gb, gg, hbuf)
 
