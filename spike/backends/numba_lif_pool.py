@@ -225,10 +225,8 @@ class _Run:
         T, B, C, H, W = x.shape
         self.T, self.M = T, B * C * H * W
         self.kh, self.kw, self.W = kernel[0], kernel[1], W
-        self.cfg = NL._config(p, x.dtype, T, self.M, True)
-        cst, self.sg_kind, _, _, self.nthreads, _ = self.cfg
-        self.cst = cst
-        np_dtype = cst.dtype
+        self.cst, self.sg_kind, _, _, self.nthreads, _ = NL._config(p, x.dtype, T, self.M, True)
+        np_dtype = self.cst.dtype
         self.pcst = np.array([0.0, divisor], dtype=np_dtype)
         self.chunk = _geometry(T, self.M, self.kh, W, np_dtype.itemsize, self.nthreads)
         self.n_items = -(-self.M // self.chunk)

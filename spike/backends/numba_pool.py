@@ -9,8 +9,9 @@ summed in torch's order (window row by row, left to right, from ``0``) and divid
 ``d = divisor_override or k_h k_w``, and the input gradient is ``0 + g_{p,i,j} / d`` on every element of
 window ``(i, j)``, which is what torch's ``avg_pool2d_backward`` writes (a zero fill, then one addition
 per element). Outputs and gradients equal the reference (:func:`spike.synapses.layers.avg_pool2d`)
-bit for bit (tests/equivalence/test_numba_pool.py); torch's NCHW kernel is scalar, so this one is 5-15x
-faster (bench/README.md, "Average pooling"). The backward keeps only the input's shape; under
+bit for bit (tests/equivalence/test_numba_pool.py). torch's NCHW kernel is scalar: in
+``bench/pool.py`` this one takes 0.35-0.4x its time forward and 0.44-0.6x forward + backward at the conv
+net's shapes (bench/README.md, "Average pooling"; the kernel alone, into an existing output, is ~18x). The backward keeps only the input's shape; under
 ``create_graph=True`` it is torch's differentiable ``avg_pool2d_backward``, so second derivatives work.
 """
 
@@ -130,15 +131,17 @@ def _launch(fn, src: np.ndarray, dst: np.ndarray, kernel: tuple[int, int], cst: 
 
 class _AvgPoolFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, kernel: tuple[int, int], divisor: float, args: tuple) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, args: tuple) -> Tensor:  # type: ignore[override]
         n, c, h, w = x.shape
-        kh, kw = kernel
-        ctx.shape, ctx.kernel, ctx.divisor, ctx.args = x.shape, kernel, divisor, args
+        kh, kw = kernel = (int(args[0][0]), int(args[0][1]))
+        ctx.shape, ctx.kernel, ctx.args = x.shape, kernel, args
+        ctx.divisor = float(args[5] or kh * kw)  # divisor_override, else the window's size
         y = torch.empty(n, c, h // kh, w // kw, dtype=x.dtype)  # [N, C, H', W']
         if y.numel():
-            cst = np.array([0.0, divisor], dtype=torch.empty(0, dtype=x.dtype).numpy().dtype)
-            _launch((_fwd22, _fwd), x.detach().numpy().reshape(n * c, h, w), y.numpy().reshape(n * c, h // kh, w // kw),
-                    kernel, cst, x.numel())
+            xn = x.detach().numpy()
+            cst = np.array([0.0, ctx.divisor], dtype=xn.dtype)
+            _launch((_fwd22, _fwd), xn.reshape(n * c, h, w), y.numpy().reshape(n * c, h // kh, w // kw), kernel, cst,
+                    x.numel())
         return y
 
     @staticmethod
@@ -147,19 +150,18 @@ class _AvgPoolFn(torch.autograd.Function):
         kh, kw = ctx.kernel
         if grad.requires_grad:  # create_graph=True: torch's differentiable backward (the same values)
             shape_only = grad.new_zeros(()).expand(ctx.shape)  # [N, C, H, W], no storage, never read
-            return torch.ops.aten.avg_pool2d_backward(grad, shape_only, *ctx.args), None, None, None
+            return torch.ops.aten.avg_pool2d_backward(grad, shape_only, *ctx.args), None
         g = grad.contiguous()
         gi = torch.empty(n, c, h, w, dtype=g.dtype)  # [N, C, H, W]
         if gi.numel():
-            cst = np.array([0.0, ctx.divisor], dtype=torch.empty(0, dtype=g.dtype).numpy().dtype)
-            _launch((_bwd22, _bwd), g.numpy().reshape(n * c, h // kh, w // kw), gi.numpy().reshape(n * c, h, w),
-                    ctx.kernel, cst, gi.numel())
-        return gi, None, None, None
+            gin = gi.numpy()
+            cst = np.array([0.0, ctx.divisor], dtype=gin.dtype)
+            _launch((_bwd22, _bwd), g.numpy().reshape(n * c, h // kh, w // kw), gin.reshape(n * c, h, w), ctx.kernel,
+                    cst, gi.numel())
+        return gi, None
 
 
 def avg_pool2d(x: Tensor, args: tuple) -> Tensor:
     """``F.avg_pool2d(x, *args)`` for ``x [N, C, H, W]`` on tiling windows (see :func:`supports`), with
     its gradient; bit-identical to the reference."""
-    kernel, _, _, _, _, divisor_override = args
-    kernel = (int(kernel[0]), int(kernel[1]))
-    return _AvgPoolFn.apply(x, kernel, float(divisor_override or kernel[0] * kernel[1]), args)
+    return _AvgPoolFn.apply(x, args)
