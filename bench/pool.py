@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 try:
     import spike  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`
@@ -34,24 +32,14 @@ from torch import nn
 
 from spike.backends import numba_pool
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from linear import _time  # noqa: E402 - alternating rounds, median ms (the same timing as bench/linear.py)
+
 SHAPES = (  # [T, B, C, H, W], kernel
     ((20, 16, 16, 32, 32), 2),  # bench/lif.py's conv net, after conv 1
     ((20, 16, 32, 16, 16), 2),  # ... after conv 2
     ((16, 16, 2, 128, 128), 4),  # a DVS-Gesture-sized input downsampled 4x
 )
-
-
-def _time(fns, reps: int) -> list[float]:
-    for fn in fns:
-        fn()
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(reps):
-        for k, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return [1e3 * float(np.median(t)) for t in times]
 
 
 def main() -> None:
