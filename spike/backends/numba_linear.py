@@ -166,10 +166,32 @@ def supports(p, x: Tensor) -> str | None:
     return None
 
 
+@njit(cache=True, nogil=True)
+def _count_every(x, step):  # pragma: no cover - numba
+    # non-zeros of rows 0, step, 2 step, ... of x [R, K], and how many rows that is
+    m = 0
+    rows = 0
+    for r in range(0, x.shape[0], step):
+        xr = x[r]
+        for k in range(xr.shape[0]):
+            if xr[k] != 0.0:
+                m += 1
+        rows += 1
+    return m, rows
+
+
 def sample_density(x: Tensor, rows: int = 512) -> float:
-    """Fraction of non-zeros in ``x [..., K]``, counted on about ``rows`` evenly spaced rows (cheap)."""
-    x2 = x.reshape(-1, x.shape[-1])
+    """Fraction of non-zeros in ``x [..., K]``, counted on about ``rows`` evenly spaced rows (cheap).
+
+    On a contiguous CPU float tensor the count runs on the calling thread (a numba loop): torch's
+    parallel ``count_nonzero`` right after another parallel op waited for the other core's still
+    spinning OpenMP worker, and cost 0.9 ms in the 700-256-256-20 training step where it costs 0.17 ms
+    alone."""
+    x2 = x.reshape(-1, x.shape[-1])  # [R, K]
     step = max(1, x2.shape[0] // rows)
+    if x2.device.type == "cpu" and x2.dtype in (torch.float32, torch.float64) and x2.is_contiguous():
+        m, n_rows = _count_every(x2.detach().numpy(), step)
+        return m / max(1, n_rows * x2.shape[1])
     sub = x2[::step]
     return float(torch.count_nonzero(sub)) / max(1, sub.numel())
 

@@ -117,3 +117,23 @@ def test_csr_lists_every_nonzero_in_order_whatever_the_row_split(parts, n_col):
         NL._fill_rows(xn, ptr, fresh, np.zeros_like(val), a, b)
         outside = np.r_[0:ptr[a], ptr[b]:len(idx)]
         assert (fresh[outside] == -7).all()
+
+
+@pytest.mark.parametrize("shape", [(100, 64, 700), (33, 7, 300), (5, 40), (1, 1, 64)])
+def test_sample_density_counts_the_rows_torch_counts(shape):
+    # the numba count (contiguous CPU floats) against torch's count_nonzero on the same rows: signed
+    # zeros are zeros, NaNs are non-zeros; a non-contiguous input takes torch's count and agrees too
+    from spike.backends import numba_linear as NL
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.rand(*shape, generator=g) < 0.1).float()
+    flat = x.view(-1)
+    flat[::97] = -0.0
+    flat[5::89] = float("nan")
+    x2 = x.reshape(-1, shape[-1])
+    sub = x2[:: max(1, x2.shape[0] // 512)]
+    want = float(torch.count_nonzero(sub)) / sub.numel()
+    assert NL.sample_density(x) == want
+    assert NL.sample_density(x.double()) == want
+    xt = x.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, not contiguous
+    assert NL.sample_density(xt) == want
