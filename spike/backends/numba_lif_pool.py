@@ -238,15 +238,26 @@ class _Run:
         the spike bits (``"bits"``) or a scratch row (``None``)."""
         T, M = self.T, self.M
         pooled = torch.empty(self.pooled_shape, dtype=self.dtype)
-        hbuf = NL._empty((T + 1, M), self.dtype) if save == "h" else torch.empty(1, M, dtype=self.dtype)
-        bits = torch.empty(T if save == "bits" else 1, (M + 7) // 8, dtype=torch.uint8)
+        hbuf = NL._empty((T + 1, M), self.dtype) if save == "h" else None
+        bits = torch.empty(T, (M + 7) // 8, dtype=torch.uint8) if save == "bits" else None
+        v_t, s_t = self.forward_into(x2, v0, beta_m, gain_m, pooled.view(T, -1), hbuf, bits)
+        return pooled, v_t, s_t, (bits if save == "bits" else hbuf)
+
+    def forward_into(self, x2, v0, beta_m, gain_m, pooled2, hsave=None, bits=None):
+        """The forward kernel over the ``T'`` rows of ``x2 [T', M]`` (any ``T'``: a time chunk of a longer
+        sequence continues from ``v0``), writing ``pooled2 [T', P]`` and, when given, the pre-reset
+        membranes into ``hsave`` (rows ``0..T'-1``) or the spikes as bits into ``bits [T', ceil(M/8)]``;
+        returns the final ``(v, s)``."""
+        M = self.M
         v_t = torch.empty(M, dtype=self.dtype)
         s_t = torch.empty(M, dtype=self.dtype)
-        head = (NL._np(x2), NL._np(v0), NL._np(beta_m), NL._np(gain_m), self.cst, int(save == "h"),
-                int(save == "bits"), self.kh, self.kw, self.W, self.pcst, self.chunk)
-        tail = (hbuf.numpy(), bits.numpy(), pooled.view(T, -1).numpy(), v_t.numpy(), s_t.numpy())
+        head = (NL._np(x2), NL._np(v0), NL._np(beta_m), NL._np(gain_m), self.cst, int(hsave is not None),
+                int(bits is not None), self.kh, self.kw, self.W, self.pcst, self.chunk)
+        hs = hsave if hsave is not None else torch.empty(1, M, dtype=self.dtype)
+        bs = bits if bits is not None else torch.empty(1, (M + 7) // 8, dtype=torch.uint8)
+        tail = (hs.numpy(), bs.numpy(), pooled2.numpy(), v_t.numpy(), s_t.numpy())
         run_chunks(lambda c0, c1: _fwd_chunks(*head, c0, c1, *tail), self.n_items, self.nthreads)
-        return pooled, v_t, s_t, (bits if save == "bits" else hbuf)
+        return v_t, s_t
 
     def backward_bits(self, x2, bits, v0, beta_m, gain_m, gp, gtr0, gvT, gsT, gx, gv0, gs0, gb, gg) -> None:
         head = (NL._np(x2), bits.numpy(), NL._np(v0), NL._np(beta_m), NL._np(gain_m), self.cst, self.sg_kind, self.kh,

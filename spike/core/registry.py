@@ -5,7 +5,8 @@ A backend is a module exposing two functions with the model's contract:
 * ``supports(params, x) -> str | None``: ``None`` if it can run this configuration, else the reason;
 * ``multi_step(x, state, params, record) -> (out, state, trace)``: the multi-step update over ``[T, B, ...]``
   (``"lif"``), or ``linear(x, weight, bias)`` (``"linear"``), or ``avg_pool2d(x, args)`` (``"avgpool"``), or
-  ``lif_avgpool(lif, pool, x, state) -> (pooled, state)`` (``"lif_avgpool"``, params ``(lif, pool, state)``);
+  ``lif_avgpool(lif, pool, x, state) -> (pooled, state)`` (``"lif_avgpool"``, params ``(lif, pool, state)``),
+  or ``conv_lif_avgpool(conv, lif, pool, x, state)`` (``"conv_lif_avgpool"``, params ``(conv, lif, pool, state)``);
 * optionally ``prefers(params, x) -> str | None``: a speed heuristic that ``backend="auto"`` consults
   (e.g. the sparse-input Linear declines dense inputs); a backend named explicitly ignores it.
 
@@ -51,6 +52,10 @@ BACKENDS: dict[str, dict[str, str]] = {
     "lif_avgpool": {  # a LIF followed by an AvgPool2d, as Sequential runs them (fused: spikes stay in cache)
         "reference": "spike.synapses.sequential",
         "numba": "spike.backends.numba_lif_pool",
+    },
+    "conv_lif_avgpool": {  # Conv2d -> LIF -> AvgPool2d, as Sequential runs them (in time chunks)
+        "reference": "spike.synapses.sequential",
+        "numba": "spike.backends.numba_conv_lif_pool",
     },
     "cuba": {
         "reference": "spike.neurons.cuba",

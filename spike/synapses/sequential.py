@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from spike.core.registry import resolve
 from spike.neurons.modules import IF, LIF, checked_input
-from spike.synapses.layers import AvgPool2d
+from spike.synapses.layers import AvgPool2d, Conv2d
 
 __all__ = ["SeqOutput", "Sequential"]
 
@@ -50,6 +50,13 @@ def lif_avgpool(lif: nn.Module, pool: nn.Module, x: Tensor, state) -> tuple[Tens
     return pool(out.spikes), out.state
 
 
+def conv_lif_avgpool(conv: nn.Module, lif: nn.Module, pool: nn.Module, x: Tensor, state) -> tuple[Tensor, Any]:
+    """Reference for a Conv2d followed by a LIF and an AvgPool2d: the convolution, then the pair (fused
+    where ``"lif_avgpool"`` supports it)."""
+    z = conv(x)
+    return resolve("lif_avgpool", "auto", (lif, pool, state), z).lif_avgpool(lif, pool, z, state)
+
+
 def _pair_candidate(layer: nn.Module, nxt: nn.Module, x: Tensor) -> bool:
     """A LIF / IF followed by an AvgPool2d, both on an automatic or numba backend, on the CPU: the
     registry's ``"lif_avgpool"`` may run them fused (it checks the rest)."""
@@ -81,6 +88,10 @@ class Sequential(nn.Sequential):
         ``"lif_avgpool"`` backend supports them (:mod:`spike.backends.numba_lif_pool`: same outputs,
         state and gradients, bit for bit, without writing the spikes to memory); with ``record=True``,
         forward hooks on either layer, or anything the backend names, they run one after the other.
+        A ``Conv2d`` before such a pair runs with it in time chunks where ``"conv_lif_avgpool"``
+        supports them (:mod:`spike.backends.numba_conv_lif_pool`: the convolution's output is never
+        held whole; the weight gradient is a sum over chunks, equal to the separate layers' to float
+        rounding, and the same in every memory mode).
         """
         layers = list(self._modules.items())
         if state is not None and len(state) != len(layers):
@@ -91,7 +102,15 @@ class Sequential(nn.Sequential):
             i = 0
             while i < len(layers):
                 name, layer = layers[i]
-                if not record and i + 1 < len(layers) and _pair_candidate(layer, layers[i + 1][1], x):
+                if (not record and i + 2 < len(layers) and type(layer) is Conv2d
+                        and _pair_candidate(layers[i + 1][1], layers[i + 2][1], x)):
+                    lif, pool = layers[i + 1][1], layers[i + 2][1]
+                    st = state[i + 1] if state is not None else None
+                    x, lif_state = resolve("conv_lif_avgpool", "auto", (layer, lif, pool, st), x).conv_lif_avgpool(
+                        layer, lif, pool, x, st)
+                    new_state += [None, lif_state, None]
+                    step = 3
+                elif not record and i + 1 < len(layers) and _pair_candidate(layer, layers[i + 1][1], x):
                     pool = layers[i + 1][1]
                     st = state[i] if state is not None else None
                     x, lif_state = resolve("lif_avgpool", "auto", (layer, pool, st), x).lif_avgpool(layer, pool, x, st)
