@@ -13,8 +13,8 @@ own kernel), then the fused LIF + pooling kernels on its output, the membrane ca
 chunk. The convolution's ``[T, B, C, H, W]`` output is never held whole:
 
 * in the forward pass, only one chunk of it is alive;
-* plain BPTT keeps the pre-reset membranes ``h`` (what the LIF backward reads), not the convolution's
-  output besides them;
+* plain BPTT keeps the pre-reset membranes ``h`` (what the LIF backward reads; the backward writes
+  ``dL/dx`` over them), not the convolution's output besides them;
 * under the ``packed`` / ``mesa8`` memory modes (:mod:`spike.train.memory`) it keeps the convolution's
   *input* (spikes or events, which those modes store as bits or bytes), the spikes as bits and the
   membrane entering each chunk, and the backward pass recomputes one chunk's convolution at a time,
@@ -44,11 +44,12 @@ from spike.backends import numba_lif_pool as NLP
 __all__ = ["supports", "prefers", "conv_lif_avgpool", "chunk_steps", "CHUNK_BYTES"]
 
 #: A time chunk holds about this many bytes of the convolution's output (at least one step).
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 16 << 20
 
 
 def chunk_steps(T: int, step_numel: int, itemsize: int) -> int:
-    """Time steps per chunk for a convolution output of ``step_numel`` elements per step."""
+    """At most this many time steps per chunk for a convolution output of ``step_numel`` elements per step
+    (the chunks of a sequence are then made as even as possible)."""
     return max(1, min(T, CHUNK_BYTES // max(1, step_numel * itemsize)))
 
 
@@ -130,7 +131,8 @@ class _Plan:
         shape = _out_shape(conv, x, args)
         self.out_step = shape[2:]  # [C_out, H', W']
         self.M = _numel(shape[1:])
-        self.S = chunk_steps(self.T, self.M, x.element_size())
+        n = -(-self.T // chunk_steps(self.T, self.M, x.element_size()))  # chunks of at most chunk_steps steps,
+        self.S = -(-self.T // n)  # as even as possible (no short last chunk)
         self.chunks = [(t, min(t + self.S, self.T)) for t in range(0, self.T, self.S)]
         kernel, _, _, _, _, divisor = NLP._pool_args(pool)
         probe = x.new_empty((self.S, *shape[1:]))  # shapes only
@@ -154,7 +156,9 @@ class _ConvLIFPoolFn(torch.autograd.Function):
         T, M = plan.T, plan.M
         pooled = torch.empty(plan.pooled_shape, dtype=plan.dtype)
         pooled2 = pooled.view(T, -1)
-        kept = torch.empty(T, (M + 7) // 8, dtype=torch.uint8) if lean else NL._empty((T, M), plan.dtype)
+        # plain BPTT: the pre-reset membranes in rows 0..T-1 of a [T+1, M] buffer whose rows 1..T the
+        # backward reuses for dL/dx (as the pair does); lean: the spikes as bits
+        kept = torch.empty(T, (M + 7) // 8, dtype=torch.uint8) if lean else NL._empty((T + 1, M), plan.dtype)
         starts = []  # lean: the membrane entering each chunk (what its recompute starts from)
         v, s = v0.detach(), None
         for t0, t1 in plan.chunks:
@@ -166,7 +170,8 @@ class _ConvLIFPoolFn(torch.autograd.Function):
                 v, s = plan.run.forward_into(plan.conv(inp, weight, bias, t0, t1), v, beta_m, gain_m, pooled2[t0:t1],
                                              hsave=kept[t0:t1])
         ctx.save_for_backward(inp, weight, bias, kept, beta_m, gain_m)
-        ctx.plan, ctx.lean, ctx.starts = plan, lean, starts
+        ctx.plan, ctx.lean, ctx.starts, ctx.h_used = plan, lean, starts, False
+        ctx.v0 = None if lean else v0.detach()  # plain: a second backward recomputes h from here
         return pooled, v, s
 
     @staticmethod
@@ -183,7 +188,14 @@ class _ConvLIFPoolFn(torch.autograd.Function):
         gs = z if gsT is None else gsT.contiguous()
         gin = torch.empty_like(inp) if need_in else None
         gw = gb = None
-        gx_buf = None if ctx.lean else NL._empty((plan.S, M), plan.dtype)
+        if not ctx.lean and ctx.h_used:  # a second backward (retain_graph): the first wrote dL/dx over h
+            kept = NL._empty((T + 1, M), plan.dtype)
+            scratch = torch.empty(plan.pooled_shape, dtype=plan.dtype).view(T, -1)
+            v = ctx.v0
+            for t0, t1 in plan.chunks:
+                v, _ = plan.run.forward_into(plan.conv(inp, weight, bias, t0, t1), v, beta_m, gain_m, scratch[t0:t1],
+                                             hsave=kept[t0:t1])
+        ctx.h_used = True
         mask = [need_in, need_w, bias is not None and need_b]
         for c in range(len(plan.chunks) - 1, -1, -1):  # last chunk first, the membrane gradient carried back
             t0, t1 = plan.chunks[c]
@@ -192,8 +204,9 @@ class _ConvLIFPoolFn(torch.autograd.Function):
                 gx = plan.conv(inp, weight, bias, t0, t1)  # the forward's values; dL/dx is written over them
                 plan.run.backward_bits(gx, kept[t0:t1], ctx.starts[c], beta_m, gain_m, gp2[t0:t1], z.view(1, M), gv, gs,
                                        gx, gv0, gs0, gbeta, ggain)
-            else:
-                gx = gx_buf[:t1 - t0]
+            else:  # dL/dx of step t over row t + 1: h of steps >= t + 1 has been read by then (this chunk's
+                # later steps first; row t1 is the next chunk's, done before this one)
+                gx = kept[t0 + 1:t1 + 1]
                 plan.run.backward(kept[t0:t1], beta_m, gain_m, gp2[t0:t1], z.view(1, M), gv, gs, gx, gv0, gs0, gbeta,
                                   ggain)
             gv, gs = gv0, z  # the immediate reset never reads the previous step's spikes
