@@ -42,8 +42,9 @@ def _x(T=10, B=3, dtype=torch.float32, seed=0):
 
 @pytest.fixture
 def chunks(monkeypatch):
-    """Chunks of 3 steps at the test shapes (4 chunks of T = 10, the last of one step); counts the block's calls."""
-    monkeypatch.setattr(NCLP, "CHUNK_BYTES", 3 * 4 * 4 * 12 * 12 * 4)
+    """At most 3 steps per chunk at the test shapes (B = 3, 4 x 12 x 12 float32 per sample: T = 10 runs
+    as 3 + 3 + 3 + 1); counts the block's calls."""
+    monkeypatch.setattr(NCLP, "CHUNK_BYTES", 3 * 3 * 4 * 12 * 12 * 4)
     calls = []
     real = NCLP.conv_lif_avgpool
     monkeypatch.setattr(NCLP, "conv_lif_avgpool", lambda *a: calls.append(1) or real(*a))
@@ -200,3 +201,22 @@ def test_supports_and_named_backend_errors():
     with pytest.raises(BackendError, match="reflect"):
         resolve("conv_lif_avgpool", "numba", (Conv2d(2, 4, 3, padding=1, padding_mode="reflect"), net[1], net[2], None),
                 x)
+
+
+@pytest.mark.parametrize("mode", ["checkpoint:7", "packed:7", "mesa8:7"])
+def test_time_chunked_memory_modes_run_the_block_inside_each_chunk(mode, chunks):
+    """The memory modes that call the model on chunks of time steps (``spike.train.memory``) hand the
+    block a shorter sequence and its state: still split into block chunks (7 steps: 3 + 3 + 1), and
+    the gradients stay plain BPTT's to 1e-4 of the largest element (float rounding; under ``mesa8``
+    also its 8-bit records, which stay within that here)."""
+    from spike.train.memory import memory_forward
+
+    x = _x(T=14)
+    grads = []
+    for m in ("none", mode):
+        net = _net(two_blocks=True)
+        out = memory_forward(net, x, m, lambda r: r.out)
+        out.pow(2).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert len(chunks) >= 4  # both runs went through the block
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-4 * float(grads[0].abs().max()))
