@@ -35,6 +35,8 @@ bit for bit the three layers.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -110,41 +112,47 @@ def prefers(params: tuple, x: Tensor) -> str | None:
     the convolution followed by the fused pair computes it bit for bit as the separate layers do."""
     conv = params[0]
     shape = _out_shape(conv, x, _conv_args(conv))
-    if chunk_steps(shape[0], _numel(shape[1:]), x.element_size()) >= shape[0]:
+    if chunk_steps(shape[0], math.prod(shape[1:]), x.element_size()) >= shape[0]:
         return "the whole sequence fits one time chunk (the convolution and the fused pair run it)"
     return None
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 class _Plan:
     """One call's shapes, time chunks and convolution arguments, and the pair's kernels (``NLP._Run``)."""
 
-    def __init__(self, p, conv, pool, x: Tensor, args: tuple):
+    def __init__(self, p, pool, probe: Tensor, args: tuple):
+        # probe: an untouched [T, B, C_out, H', W'] buffer of the convolution output's shape and dtype
         self.args = args
-        self.T, self.B = x.shape[0], x.shape[1]
-        shape = _out_shape(conv, x, args)
-        self.out_step = shape[2:]  # [C_out, H', W']
-        self.M = _numel(shape[1:])
-        n = -(-self.T // chunk_steps(self.T, self.M, x.element_size()))  # chunks of at most chunk_steps steps,
-        self.S = -(-self.T // n)  # as even as possible (no short last chunk)
+        self.T, self.B = probe.shape[0], probe.shape[1]
+        self.out_step = tuple(probe.shape[2:])  # [C_out, H', W']
+        self.M = math.prod(probe.shape[1:])
+        n = -(-self.T // chunk_steps(self.T, self.M, probe.element_size()))  # chunks of at most chunk_steps
+        self.S = -(-self.T // n)  # steps, as even as possible (no short last chunk)
         self.chunks = [(t, min(t + self.S, self.T)) for t in range(0, self.T, self.S)]
         kernel, _, _, _, _, divisor = NLP._pool_args(pool)
-        probe = x.new_empty((self.S, *shape[1:]))  # shapes only
-        self.run = NLP._Run(p, probe, kernel, float(divisor or kernel[0] * kernel[1]))
+        self.run = NLP._Run(p, probe[:self.S], kernel, float(divisor or kernel[0] * kernel[1]))
         self.pooled_shape = (self.T, *self.run.pooled_shape[1:])
-        self.dtype = x.dtype
+        self.dtype = probe.dtype
 
     def conv(self, inp: Tensor, weight: Tensor, bias: Tensor | None, t0: int, t1: int) -> Tensor:
         """The convolution of steps ``t0:t1`` as ``[t1 - t0, M]`` (one call per chunk, in every pass)."""
         stride, pad, dil, groups = self.args
         z = nn.functional.conv2d(inp[t0 * self.B:t1 * self.B], weight, bias, stride, pad, dil, groups)
         return z.contiguous().view(t1 - t0, self.M)  # [n*B, C, H', W'] -> [n, M]
+
+    def forward(self, inp, weight, bias, v, beta_m, gain_m, pooled2, hsave=None, bits=None, starts=None):
+        """Every chunk in order: its convolution, then the LIF + pooling kernels from the membrane ``v``
+        carried over, writing ``pooled2 [T, P]`` and, when given, ``hsave`` / ``bits`` rows (see
+        ``NLP._Run.forward_into``); ``starts`` collects the membrane entering each chunk. Returns the
+        final ``(v, s)``."""
+        s = None
+        for t0, t1 in self.chunks:
+            if starts is not None:
+                starts.append(v)
+            v, s = self.run.forward_into(self.conv(inp, weight, bias, t0, t1), v, beta_m, gain_m, pooled2[t0:t1],
+                                         hsave=None if hsave is None else hsave[t0:t1],
+                                         bits=None if bits is None else bits[t0:t1])
+        return v, s
 
 
 class _ConvLIFPoolFn(torch.autograd.Function):
@@ -160,15 +168,10 @@ class _ConvLIFPoolFn(torch.autograd.Function):
         # backward reuses for dL/dx (as the pair does); lean: the spikes as bits
         kept = torch.empty(T, (M + 7) // 8, dtype=torch.uint8) if lean else NL._empty((T + 1, M), plan.dtype)
         starts = []  # lean: the membrane entering each chunk (what its recompute starts from)
-        v, s = v0.detach(), None
-        for t0, t1 in plan.chunks:
-            if lean:
-                starts.append(v)
-                v, s = plan.run.forward_into(plan.conv(inp, weight, bias, t0, t1), v, beta_m, gain_m, pooled2[t0:t1],
-                                             bits=kept[t0:t1])
-            else:
-                v, s = plan.run.forward_into(plan.conv(inp, weight, bias, t0, t1), v, beta_m, gain_m, pooled2[t0:t1],
-                                             hsave=kept[t0:t1])
+        if lean:
+            v, s = plan.forward(inp, weight, bias, v0.detach(), beta_m, gain_m, pooled2, bits=kept, starts=starts)
+        else:
+            v, s = plan.forward(inp, weight, bias, v0.detach(), beta_m, gain_m, pooled2, hsave=kept)
         ctx.save_for_backward(inp, weight, bias, kept, beta_m, gain_m)
         ctx.plan, ctx.lean, ctx.starts, ctx.h_used = plan, lean, starts, False
         ctx.v0 = None if lean else v0.detach()  # plain: a second backward recomputes h from here
@@ -190,16 +193,14 @@ class _ConvLIFPoolFn(torch.autograd.Function):
         gw = gb = None
         if not ctx.lean and ctx.h_used:  # a second backward (retain_graph): the first wrote dL/dx over h
             kept = NL._empty((T + 1, M), plan.dtype)
-            scratch = torch.empty(plan.pooled_shape, dtype=plan.dtype).view(T, -1)
-            v = ctx.v0
-            for t0, t1 in plan.chunks:
-                v, _ = plan.run.forward_into(plan.conv(inp, weight, bias, t0, t1), v, beta_m, gain_m, scratch[t0:t1],
-                                             hsave=kept[t0:t1])
+            plan.forward(inp, weight, bias, ctx.v0, beta_m, gain_m, torch.empty(T, gp2.shape[1], dtype=plan.dtype),
+                         hsave=kept)
         ctx.h_used = True
         mask = [need_in, need_w, bias is not None and need_b]
+        gs0, gbeta, ggain = (torch.empty(M, dtype=plan.dtype) for _ in range(3))  # written, not needed
         for c in range(len(plan.chunks) - 1, -1, -1):  # last chunk first, the membrane gradient carried back
             t0, t1 = plan.chunks[c]
-            gv0, gs0, gbeta, ggain = (torch.empty(M, dtype=plan.dtype) for _ in range(4))
+            gv0 = torch.empty(M, dtype=plan.dtype)  # a new buffer: the kernel still reads gv, the carry in
             if ctx.lean:
                 gx = plan.conv(inp, weight, bias, t0, t1)  # the forward's values; dL/dx is written over them
                 plan.run.backward_bits(gx, kept[t0:t1], ctx.starts[c], beta_m, gain_m, gp2[t0:t1], z.view(1, M), gv, gs,
@@ -239,8 +240,8 @@ def conv_lif_avgpool(conv, lif, pool, x: Tensor, state):
     probe = x.new_empty(_out_shape(conv, x, args))  # an untouched buffer: the LIF's shape and state checks
     with checked_input():  # finite input through finite weights stays finite (as in Sequential)
         p = lif.check_input(probe, state)
+    plan = _Plan(p, pool, probe, args)
     del probe
-    plan = _Plan(p, conv, pool, x, args)
     step_shape = (plan.B, *plan.out_step)
     inp = fold(x).contiguous()  # [T*B, C, H, W]
     if state is None:
@@ -254,10 +255,6 @@ def conv_lif_avgpool(conv, lif, pool, x: Tensor, state):
         pooled, v_t, s_t = _ConvLIFPoolFn.apply(inp, conv.weight, bias, v0, beta_m, gain_m, plan)
     else:
         pooled = torch.empty(plan.pooled_shape, dtype=x.dtype)
-        pooled2 = pooled.view(plan.T, -1)
-        v_t, s_t = v0, None
         with torch.no_grad():
-            for t0, t1 in plan.chunks:
-                v_t, s_t = plan.run.forward_into(plan.conv(inp, conv.weight, bias, t0, t1), v_t, beta_m, gain_m,
-                                                 pooled2[t0:t1])
+            v_t, s_t = plan.forward(inp, conv.weight, bias, v0, beta_m, gain_m, pooled.view(plan.T, -1))
     return pooled, F.LIFState(v_t.view(step_shape), s_t.view(step_shape))
